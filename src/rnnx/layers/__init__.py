@@ -1,0 +1,30 @@
+"""Every rnnx layer, on one contract (:class:`~rnnx.layers.base.RecurrentLayer`).
+
+Find layers by name: ``rnnx.layers.get("s4d")``, ``rnnx.layers.names()``; or by
+class: ``rnnx.layers.S4D``. Each module of this package that does not start with an
+underscore is imported here and registers its layers, so a new layer is one new
+file: no list to edit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from rnnx.layers.base import RecurrentLayer, create, get, names, register, registry
+
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_") and _info.name != "base":
+        importlib.import_module(f"{__name__}.{_info.name}")
+
+globals().update({cls.__name__: cls for cls in registry().values()})
+
+__all__ = [
+    "RecurrentLayer",
+    "create",
+    "get",
+    "names",
+    "register",
+    "registry",
+    *sorted(cls.__name__ for cls in registry().values()),
+]

@@ -1,0 +1,360 @@
+"""The layer contract every rnnx layer follows, and the registry that names them.
+
+.. code-block:: python
+
+    layer = rnnx.layers.get("s4d")(d_model=128)
+    state = layer.init_state(batch_size)          # documented shape, fp32 (or fp64)
+    y, state = layer(x)                           # x: (B, L, d_model), batch-first
+    y, state = layer(x, state=state)              # continue exactly where it stopped
+    y, state = layer.step(x_chunk, state)         # x_chunk: (B, T>=1, d_model)
+    y, state = layer(x, dt=dt)                    # continuous-time layers only
+    layer.modes                                   # e.g. ("recurrent", "scan", "conv")
+    layer.mode = "scan"                           # explicit; never switched silently
+
+What the base class guarantees, so that layers only write the math:
+
+* inputs are validated with errors that name the argument and the expected shape
+  (wrong rank, wrong feature size, empty sequence or batch, non-float dtype,
+  ``lengths`` out of range, a state that does not match :meth:`init_state`, a ``dt``
+  given to a layer that is not continuous-time, NaN/inf when checks are on);
+* ``state=None`` starts from :meth:`init_state`;
+* with ``lengths``, outputs at padded positions are zero, and (checked by the test
+  matrix for every layer) the final state is the state after ``lengths[b]`` steps;
+* :meth:`step` runs the layer's constant-memory mode (:attr:`step_mode`) on a chunk of
+  any length >= 1, so prefill-then-decode needs no special path.
+
+A subclass sets :attr:`modes`, :attr:`default_mode`, :attr:`reference_mode` and
+implements :meth:`init_state` and :meth:`_forward`. :func:`register` adds it to the
+registry under a short name; the test matrix then covers it automatically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from rnnx._checks import (
+    check_lengths,
+    check_sequence_input,
+    finite_checks_enabled,
+    fmt_shape,
+    length_mask,
+    require_choice,
+    require_finite,
+    require_positive_int,
+)
+from rnnx._tree import State, flatten, leaf_paths
+
+__all__ = ["RecurrentLayer", "State", "create", "get", "names", "register", "registry"]
+
+
+class RecurrentLayer(nn.Module):
+    """Base class of every rnnx layer: one contract, several equivalent modes.
+
+    Class attributes a subclass sets:
+
+    * ``modes``: the ways this layer can compute its output, e.g.
+      ``("recurrent", "scan", "conv")``. All compute the same function.
+    * ``default_mode``: the mode a new instance uses (the fastest for training).
+    * ``reference_mode``: the step-by-step mode the tests compare every other mode to.
+    * ``step_mode``: the constant-memory mode :meth:`step` uses (default: the reference).
+    * ``continuous_time``: whether ``forward(..., dt=...)`` is accepted.
+    * ``family`` and ``paper`` (arXiv id): shown by ``rnnx list``.
+    """
+
+    modes: ClassVar[tuple[str, ...]] = ()
+    default_mode: ClassVar[str] = ""
+    reference_mode: ClassVar[str] = ""
+    step_mode: ClassVar[str] = ""
+    continuous_time: ClassVar[bool] = False
+    family: ClassVar[str] = ""
+    registry_name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    #: Relative tolerance at which the test matrix compares modes in float64.
+    equivalence_rtol: ClassVar[float] = 1e-7
+
+    def __init__(self, d_model: int, *, mode: str | None = None) -> None:
+        super().__init__()
+        self.d_model = require_positive_int("d_model", d_model)
+        #: Feature size of the outputs (d_model unless a layer documents otherwise).
+        self.d_output = self.d_model
+        self._mode = self.default_mode
+        self.mode = self.default_mode if mode is None else mode
+
+    # ------------------------------------------------------------------ modes
+
+    @property
+    def mode(self) -> str:
+        """The mode :meth:`forward` uses; one of :attr:`modes`."""
+        return self._mode
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._mode = require_choice(f"mode (of {type(self).__name__})", value, self.modes)
+
+    @contextlib.contextmanager
+    def using_mode(self, mode: str) -> Iterator[RecurrentLayer]:
+        """``with layer.using_mode("recurrent"): ...`` sets the mode temporarily."""
+        old = self.mode
+        self.mode = mode
+        try:
+            yield self
+        finally:
+            self.mode = old
+
+    # ------------------------------------------------------------------ contract
+
+    def init_state(
+        self,
+        batch_size: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> State:
+        """The state before the first step, for ``batch_size`` sequences.
+
+        Each layer documents the shapes. States are float32 (float64 when the layer's
+        parameters are float64, complex where the layer's state is complex) whatever
+        the input dtype, and live on ``device`` (default: the parameters' device).
+        """
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x: Tensor,
+        state: State | None = None,
+        *,
+        lengths: Tensor | None = None,
+        dt: Tensor | float | None = None,
+    ) -> tuple[Tensor, State]:
+        """Run the layer over a sequence in :attr:`mode`.
+
+        Args:
+            x: ``(batch, length, d_model)``, length >= 1.
+            state: the state to start from (from :meth:`init_state` or a previous
+                call); None starts from :meth:`init_state`.
+            lengths: ``(batch,)`` integers in [0, length]: sequence b is
+                ``x[b, :lengths[b]]``; positions after it are padding. The returned
+                state is the state after ``lengths[b]`` steps and outputs at padded
+                positions are zero.
+            dt: continuous-time layers only. The step size relative to the one the
+                layer was trained with (1 = same sampling rate; 0.5 = twice as dense):
+                a scalar, ``(batch,)`` (one step per sequence) or ``(batch, length)``
+                (one step per time step: irregular sampling). Must be > 0.
+
+        Returns:
+            ``(y, state)``: ``y`` of shape ``(batch, length, d_output)`` and the state
+            after the last (unpadded) step.
+        """
+        return self._run("x", x, state, mode=self.mode, lengths=lengths, dt=dt)
+
+    def step(
+        self, x_chunk: Tensor, state: State | None = None, *, dt: Tensor | float | None = None
+    ) -> tuple[Tensor, State]:
+        """Advance the state over a chunk ``(batch, T, d_model)``, T >= 1, in
+        :attr:`step_mode` (constant memory per step). Prefill and decode alike."""
+        mode = self.step_mode or self.reference_mode
+        return self._run("x_chunk", x_chunk, state, mode=mode, lengths=None, dt=dt)
+
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
+        """The layer's math in ``mode``, on validated inputs.
+
+        ``dt`` arrives as None or a positive tensor broadcastable to ``(B, L)``
+        (shape ``(1, 1)``, ``(B, 1)`` or ``(B, L)``). ``lengths`` is None or int64
+        ``(B,)``; the returned state must be the state after ``lengths[b]`` steps.
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ helpers
+
+    def state_dtype(self) -> torch.dtype:
+        """float32, or float64 if the layer's parameters are float64."""
+        for p in self.parameters():
+            if p.is_floating_point():
+                return torch.promote_types(p.dtype, torch.float32)
+        return torch.float32
+
+    def _device(self) -> torch.device:
+        for t in (*self.parameters(), *self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        """Keyword arguments (besides ``d_model``) of a small instance, used by the
+        test matrix, the smoke trainings and the docs."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, mode={self.mode!r}"
+
+    # ------------------------------------------------------------------ validation
+
+    def _run(
+        self,
+        arg: str,
+        x: Tensor,
+        state: State | None,
+        *,
+        mode: str,
+        lengths: Any,
+        dt: Any,
+    ) -> tuple[Tensor, State]:
+        x = check_sequence_input(arg, x, self.d_model)
+        B, L, _ = x.shape
+        lengths_t = check_lengths(lengths, B, L, x.device)
+        dt_t = self._check_dt(dt, B, L, x)
+        if state is None:
+            state = self.init_state(B, device=x.device)
+        else:
+            self._check_state(state, B, x)
+        y, new_state = self._forward(x, state, mode=mode, lengths=lengths_t, dt=dt_t)
+        if lengths_t is not None:
+            mask = length_mask(lengths_t, L).unsqueeze(-1)
+            y = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=y.device))
+        return y, new_state
+
+    def _check_dt(self, dt: Any, B: int, L: int, x: Tensor) -> Tensor | None:
+        if dt is None:
+            return None
+        name = type(self).__name__
+        if not self.continuous_time:
+            raise TypeError(
+                f"dt: {name} is not a continuous-time layer, so it takes no step size; "
+                "pass dt only to continuous-time layers (see `rnnx list`)"
+            )
+        if isinstance(dt, bool):
+            raise TypeError(f"dt: expected a float or a tensor, got {dt!r}")
+        if isinstance(dt, int | float):
+            dt = torch.tensor(
+                float(dt), dtype=torch.float64
+            )  # no float32 rounding of a Python float
+        if not isinstance(dt, Tensor):
+            raise TypeError(f"dt: expected a float or a tensor, got {type(dt).__name__}")
+        if not dt.is_floating_point():
+            raise TypeError(f"dt: expected a floating-point tensor, got dtype {dt.dtype}")
+        if dt.dim() == 0:
+            dt = dt.reshape(1, 1)
+        elif dt.dim() == 1 and dt.shape[0] == B:
+            dt = dt.reshape(B, 1)
+        elif dt.dim() == 2 and tuple(dt.shape) == (B, L):
+            pass
+        else:
+            raise ValueError(
+                f"dt: expected a scalar, shape ({B},) (one step per sequence) or "
+                f"({B}, {L}) (one step per time step), got shape {fmt_shape(dt.shape)}"
+            )
+        if not bool(torch.isfinite(dt).all()) or bool((dt <= 0).any()):
+            raise ValueError("dt: expected finite step sizes > 0")
+        return dt.to(device=x.device, dtype=self.state_dtype())
+
+    def _check_state(self, state: State, B: int, x: Tensor) -> None:
+        expected = self.init_state(B, device="meta")
+        got_leaves, got_spec = flatten(state)
+        exp_leaves, exp_spec = flatten(expected)
+        if got_spec != exp_spec:
+            raise ValueError(
+                f"state: expected the structure of {type(self).__name__}.init_state(): "
+                f"{_describe(expected)}, got {_describe(state)}"
+            )
+        for path, g, e in zip(leaf_paths(expected), got_leaves, exp_leaves):
+            if not isinstance(g, Tensor):
+                raise TypeError(f"{path}: expected a tensor, got {type(g).__name__}")
+            if tuple(g.shape) != tuple(e.shape):
+                raise ValueError(
+                    f"{path}: expected shape {fmt_shape(e.shape)} (init_state(batch_size={B})), "
+                    f"got {fmt_shape(g.shape)}"
+                )
+            if g.is_complex() != e.is_complex() or not (g.is_floating_point() or g.is_complex()):
+                kind = "complex" if e.is_complex() else "floating-point"
+                raise TypeError(f"{path}: expected a {kind} tensor, got dtype {g.dtype}")
+            if g.device != x.device:
+                raise ValueError(f"{path}: expected device {x.device} (like x), got {g.device}")
+            if finite_checks_enabled():
+                require_finite(path, g)
+
+
+def _describe(state: State) -> str:
+    if isinstance(state, Tensor):
+        return f"a tensor of shape {fmt_shape(state.shape)}"
+    leaves, _ = flatten(state)
+    shapes = ", ".join(
+        fmt_shape(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in leaves
+    )
+    return f"{type(state).__name__} of {len(leaves)} [{shapes}]"
+
+
+# ---------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, type[RecurrentLayer]] = {}
+
+
+def register(name: str):
+    """Class decorator: add a layer to the registry under ``name`` (lowercase).
+
+    Checks the class attributes of the contract, so a malformed layer fails at
+    import rather than in a user's training run.
+    """
+    if not isinstance(name, str) or not name or name != name.lower():
+        raise ValueError(f"name: expected a non-empty lowercase string, got {name!r}")
+
+    def decorator(cls: type[RecurrentLayer]) -> type[RecurrentLayer]:
+        if not (isinstance(cls, type) and issubclass(cls, RecurrentLayer)):
+            raise TypeError(f"register({name!r}): expected a RecurrentLayer subclass, got {cls!r}")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"register: the name {name!r} is taken by {_REGISTRY[name].__name__}")
+        if not cls.modes:
+            raise ValueError(f"{cls.__name__}.modes: expected at least one mode")
+        for attr in ("default_mode", "reference_mode"):
+            value = getattr(cls, attr)
+            if value not in cls.modes:
+                raise ValueError(
+                    f"{cls.__name__}.{attr}: expected one of {cls.modes}, got {value!r}"
+                )
+        if cls.step_mode and cls.step_mode not in cls.modes:
+            raise ValueError(f"{cls.__name__}.step_mode: expected one of {cls.modes}")
+        cls.registry_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def get(name: str) -> type[RecurrentLayer]:
+    """The layer class registered under ``name`` (e.g. ``"lstm"``, ``"s4d"``)."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        raise ValueError(
+            f"layer: no layer named {name!r}{hint} Known layers: {', '.join(names())}"
+        ) from None
+
+
+def names() -> list[str]:
+    """Every registered layer name, sorted."""
+    return sorted(_REGISTRY)
+
+
+def registry() -> dict[str, type[RecurrentLayer]]:
+    """A copy of the name -> class mapping."""
+    return dict(_REGISTRY)
+
+
+def create(name: str, d_model: int, **kwargs: Any) -> RecurrentLayer:
+    """``get(name)(d_model, **kwargs)``."""
+    return get(name)(d_model, **kwargs)

@@ -53,7 +53,7 @@ inline Units make_units(i64 B, i64 D, int nthreads, bool batch_in_unit, i64 alig
 }
 
 inline int threads_for(i64 work, int nthreads) {
-  return work < (i64(1) << 15) ? 1 : std::max(nthreads, 1);
+  return work < (i64(1) << 17) ? 1 : std::max(nthreads, 1);
 }
 
 // dst[0:n] = src[0:n]; non-temporal where aligned when `stream` (src is the L1 buffer).

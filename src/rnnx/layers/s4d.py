@@ -54,6 +54,7 @@ class S4D(RecurrentLayer):
         d_state: state size N per feature (even; N/2 complex modes are stored).
         dt_min, dt_max: the initial steps Δ are log-uniform in [dt_min, dt_max].
         dropout: dropout after the activation.
+        ssm_lr: learning rate of A and Δ (no weight decay), as in S4.
         mode: ``"conv"`` (default), ``"scan"`` or ``"recurrent"``.
     """
 
@@ -73,6 +74,7 @@ class S4D(RecurrentLayer):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dropout: float = 0.0,
+        ssm_lr: float = 1e-3,
         mode: str | None = None,
     ) -> None:
         super().__init__(d_model, mode=mode)
@@ -92,6 +94,10 @@ class S4D(RecurrentLayer):
         self.A_imag = nn.Parameter(im.expand(H, N2).clone())
         self.C = nn.Parameter(torch.randn(H, N2, 2) * math.sqrt(0.5))  # complex, as (re, im)
         self.D = nn.Parameter(torch.randn(H))
+        # The S4 convention: the SSM's A and step train with a small learning rate and
+        # no weight decay (read by rnnx.train.module.parameter_groups).
+        for p in (self.log_dt, self.log_A_real, self.A_imag):
+            p._optim = {"lr": ssm_lr, "weight_decay": 0.0}
         self.activation = nn.GELU()
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(H, 2 * H)

@@ -1,0 +1,149 @@
+"""A stack of residual blocks around any registered layer (the "mixer").
+
+Block (pre-norm, as in S4/Mamba/xLSTM stacks)::
+
+    x = x + dropout(mixer(norm(x)))
+    x = x + dropout(mlp(norm2(x)))        # optional, mlp_ratio > 0 (GELU MLP)
+
+The backbone maps inputs to ``d_model`` (a linear encoder for real-valued sequences),
+applies ``n_layers`` blocks and a final norm. Its state is the list of the blocks'
+states, so a backbone follows the layer contract too: ``forward`` with a carried
+state, and ``step`` for decoding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import rnnx.layers as layers
+from rnnx._checks import require_choice, require_positive_int
+
+
+@dataclass
+class BackboneConfig:
+    """Configuration of a :class:`Backbone`."""
+
+    layer: str = "s4d"
+    """Registered name of the mixer layer (``rnnx list``)."""
+    d_model: int = 64
+    """Width of the residual stream."""
+    n_layers: int = 2
+    """Number of blocks."""
+    d_input: int = 1
+    """Features of the input sequence (the linear encoder maps them to d_model)."""
+    layer_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments of the mixer (e.g. ``{"d_state": 64}``)."""
+    mode: str | None = None
+    """Mixer mode; None keeps the layer's default."""
+    mlp_ratio: float = 0.0
+    """Hidden size of the per-block MLP as a multiple of d_model; 0 disables it."""
+    dropout: float = 0.0
+    """Dropout on each residual branch."""
+    norm: str = "layer"
+    """``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm)."""
+
+    def __post_init__(self) -> None:
+        layers.get(self.layer)  # fails early with the list of known layers
+        require_positive_int("d_model", self.d_model)
+        require_positive_int("n_layers", self.n_layers)
+        require_positive_int("d_input", self.d_input)
+        require_choice("norm", self.norm, ("layer", "rms"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
+        if self.mlp_ratio < 0:
+            raise ValueError(f"mlp_ratio: expected >= 0, got {self.mlp_ratio}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _norm(kind: str, d: int) -> nn.Module:
+    return nn.LayerNorm(d) if kind == "layer" else nn.RMSNorm(d)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block around one mixer layer (and an optional MLP)."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.norm = _norm(cfg.norm, cfg.d_model)
+        self.mixer = layers.create(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
+        if cfg.mode is not None:
+            self.mixer.mode = cfg.mode
+        if self.mixer.d_output != cfg.d_model:
+            raise ValueError(
+                f"layer_kwargs: the mixer {cfg.layer!r} outputs {self.mixer.d_output} features; "
+                f"a residual block needs d_model={cfg.d_model}"
+            )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.mlp: nn.Module | None = None
+        if cfg.mlp_ratio > 0:
+            hidden = max(1, round(cfg.mlp_ratio * cfg.d_model))
+            self.norm2 = _norm(cfg.norm, cfg.d_model)
+            self.mlp = nn.Sequential(
+                nn.Linear(cfg.d_model, hidden), nn.GELU(), nn.Linear(hidden, cfg.d_model)
+            )
+
+    def _mlp(self, x: Tensor) -> Tensor:
+        if self.mlp is not None:
+            x = x + self.dropout(self.mlp(self.norm2(x)))
+        return x
+
+    def forward(self, x, state=None, *, lengths=None, dt=None):
+        kw = {"lengths": lengths}
+        if dt is not None:
+            kw["dt"] = dt
+        h, state = self.mixer(self.norm(x), state, **kw)
+        return self._mlp(x + self.dropout(h)), state
+
+    def step(self, x, state=None):
+        h, state = self.mixer.step(self.norm(x), state)
+        return self._mlp(x + self.dropout(h)), state
+
+
+class Backbone(nn.Module):
+    """Linear encoder, ``n_layers`` blocks, final norm: ``(B, L, d_input) -> (B, L, d_model)``."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.encoder = nn.Linear(cfg.d_input, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = _norm(cfg.norm, cfg.d_model)
+
+    def init_state(self, batch_size: int, **kw) -> list:
+        return [b.mixer.init_state(batch_size, **kw) for b in self.blocks]
+
+    def forward(self, x: Tensor, state: list | None = None, *, lengths=None, dt=None):
+        states = [None] * len(self.blocks) if state is None else state
+        h = self.encoder(x)
+        new = []
+        for block, s in zip(self.blocks, states):
+            h, s = block(h, s, lengths=lengths, dt=dt)
+            new.append(s)
+        return self.norm(h), new
+
+    def step(self, x: Tensor, state: list | None = None):
+        states = [None] * len(self.blocks) if state is None else state
+        h = self.encoder(x)
+        new = []
+        for block, s in zip(self.blocks, states):
+            h, s = block.step(h, s)
+            new.append(s)
+        return self.norm(h), new
+
+
+def pool(h: Tensor, lengths: Tensor | None, how: str) -> Tensor:
+    """``(B, L, D) -> (B, D)``: the last valid step, or the mean over valid steps."""
+    B, L, _ = h.shape
+    if how == "last":
+        idx = (lengths - 1).clamp(min=0) if lengths is not None else torch.full((B,), L - 1)
+        return h[torch.arange(B, device=h.device), idx.to(h.device)]
+    if lengths is None:
+        return h.mean(1)
+    mask = (torch.arange(L, device=h.device)[None] < lengths[:, None]).to(h.dtype)
+    return (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)

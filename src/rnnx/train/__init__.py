@@ -1,0 +1,1 @@
+"""Training and evaluation with Lightning (progress bars, schedules, logs)."""

@@ -4,8 +4,9 @@ For each case (real diagonal, complex diagonal, 2x2 block-diagonal) at batch 16,
 length 4096, 1024 features (float32, batch-first):
 
 * ``pass``: the same arithmetic with no recurrence, one pass over the same bytes
-  (``torch.addcmul(b, a, b, out=h)``; for blocks the batched 2x2 mat-vec into ``out``):
-  the physical limit of the forward;
+  (``torch.addcmul(b, a, b, out=h)``; for blocks the batched 2x2 mat-vec into ``out``,
+  which torch does not run at memory speed, so the GB/s columns — bytes of ``a`` and ``b``
+  read plus ``h`` written, per second — are the fair physical comparison there);
 * ``kernel``: the native kernel writing into a preallocated output (the same footing
   as ``pass``); ``scan fwd``: :func:`rnnx.ops.scan` as a user calls it (its output is
   fresh memory, so first-touch page faults are included);
@@ -173,6 +174,10 @@ def _measure(case: str, B: int, T: int, D: int, repeat: int) -> dict[str, Any]:
     t["kernel"] = timeit(kernel, repeat=repeat)["median"] if kernel else None
     row: dict[str, Any] = {"case": case}
     row.update({f"{k} ms": ms(v) if v else None for k, v in t.items()})
+    # effective bandwidth: bytes of a and b read plus h written, per second
+    nbytes = sum(x.numel() * x.element_size() for x in (a, b, b))
+    row["pass GB/s"] = nbytes / t["pass"] / 1e9
+    row["kernel GB/s"] = nbytes / t["kernel"] / 1e9 if t["kernel"] else None
     row["kernel/pass"] = t["kernel"] / t["pass"] if t["kernel"] else None
     row["scan/pass"] = t["scan fwd"] / t["pass"]
     row["loop/scan fwd"] = t["loop fwd"] / t["scan fwd"]
@@ -198,6 +203,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loop fwd ms",
         "scan fwd+bwd ms",
         "loop fwd+bwd ms",
+        "pass GB/s",
+        "kernel GB/s",
         "kernel/pass",
         "scan/pass",
         "loop/scan fwd",

@@ -47,49 +47,124 @@ class SequenceDataset(Dataset):
         return self.x[i], self.y[i], self.lengths[i]
 
 
+#: What a task asks of a model, and which head and loss serve it.
+KINDS = {
+    "classification": "one label per sequence (cross-entropy; accuracy)",
+    "tagging": "one label per step, -100 where unsupervised (cross-entropy; accuracy)",
+    "lm": "next-token prediction over a vocabulary (cross-entropy; bits per token)",
+    "regression": "real-valued targets per sequence (MSE; MAE)",
+}
+
+
 @dataclass
 class TaskData:
-    """The splits of a task and what a model needs to know about it."""
+    """The splits of a task and what a model needs to know about it.
+
+    Inputs ``x`` are float ``(N, L, d_input)`` or, for token tasks
+    (``vocab_size`` set), int64 ``(N, L)``. Targets ``y``: ``(N,)`` class ids
+    (classification), ``(N, L)`` class ids with -100 at unsupervised steps (tagging,
+    lm), or float ``(N, d_output)`` (regression).
+    """
 
     name: str
-    kind: str  # "classification" (one label per sequence)
+    kind: str
     train: SequenceDataset
     val: SequenceDataset
     test: SequenceDataset
-    d_input: int
-    n_classes: int
+    d_input: int = 1
+    n_classes: int = 0
+    """Classes per sequence (classification) or per step (tagging, lm)."""
+    vocab_size: int | None = None
+    """Input tokens are ids in [0, vocab_size) (token tasks); None for real inputs."""
+    d_output: int = 0
+    """Targets per sequence (regression)."""
     info: dict[str, Any] = field(default_factory=dict)
     """Provenance: source package and version, split policy, normalisation, references."""
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: expected one of {sorted(KINDS)}, got {self.kind!r}")
 
-_TASKS: dict[str, Callable[..., TaskData]] = {}
+    def summary(self) -> str:
+        shape = tuple(self.train.x.shape[1:])
+        return (
+            f"{self.name} ({self.kind}; {len(self.train)} train / {len(self.val)} val / "
+            f"{len(self.test)} test; x {shape})"
+        )
 
 
-def register_task(name: str):
-    """Decorator: register a function ``(seed: int = 0, **kw) -> TaskData`` under ``name``."""
+@dataclass(frozen=True)
+class TaskEntry:
+    """A registered task builder and what ``rnnx list tasks`` shows about it."""
+
+    name: str
+    fn: Callable[..., TaskData]
+    description: str
+    sources: tuple[str, ...] = ()
+    """Keys of :data:`rnnx.data._sources.SOURCES` it needs (empty: always available)."""
+    defaults: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Recommended ``{"model": {...}, "train": {...}}`` settings for ``rnnx train``."""
+    parametric: bool = False
+    """Takes a data set name after a colon: ``ucr:FordA``."""
+
+
+_TASKS: dict[str, TaskEntry] = {}
+
+
+def register_task(
+    name: str,
+    *,
+    description: str = "",
+    sources: tuple[str, ...] = (),
+    defaults: dict[str, dict[str, Any]] | None = None,
+    parametric: bool = False,
+):
+    """Decorator: register a function ``(seed: int = 0, **kw) -> TaskData`` under ``name``.
+
+    A ``parametric`` task is called as ``name:<dataset>`` and receives the data set
+    name as its first positional argument (``get_task("ucr:FordA")``).
+    """
 
     def deco(fn: Callable[..., TaskData]) -> Callable[..., TaskData]:
-        if name in _TASKS and _TASKS[name] is not fn:
+        if name in _TASKS and _TASKS[name].fn is not fn:
             raise ValueError(f"register_task: the name {name!r} is taken")
-        _TASKS[name] = fn
+        doc = description or (fn.__doc__ or "").strip().split("\n")[0]
+        _TASKS[name] = TaskEntry(name, fn, doc, tuple(sources), defaults or {}, parametric)
         return fn
 
     return deco
 
 
-def get_task(name: str, **kwargs: Any) -> TaskData:
-    """Build the task ``name`` (e.g. ``"digits"``)."""
-    if name not in _TASKS:
+def task_entry(name: str) -> TaskEntry:
+    """The registry entry of ``name`` (``"ucr:FordA"`` finds ``"ucr"``)."""
+    base = name.split(":", 1)[0]
+    entry = _TASKS.get(base)
+    if entry is None or (entry.parametric != (":" in name)):
         close = difflib.get_close_matches(name, list(_TASKS), n=3)
+        if entry is not None and entry.parametric:
+            raise ValueError(f"task: {base!r} needs a data set name, e.g. {base}:<Name>")
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ValueError(
             f"task: no task named {name!r}{hint} Known tasks: {', '.join(task_names())}"
         )
-    return _TASKS[name](**kwargs)
+    return entry
+
+
+def get_task(name: str, **kwargs: Any) -> TaskData:
+    """Build the task ``name`` (e.g. ``"digits"``, ``"mqar"``, ``"ucr:FordA"``)."""
+    entry = task_entry(name)
+    if entry.parametric:
+        return entry.fn(name.split(":", 1)[1], **kwargs)
+    return entry.fn(**kwargs)
 
 
 def task_names() -> list[str]:
-    return sorted(_TASKS)
+    """Registered task names (parametric ones as ``name:<Name>``)."""
+    return sorted(n + (":<Name>" if e.parametric else "") for n, e in _TASKS.items())
+
+
+def task_entries() -> list[TaskEntry]:
+    return [_TASKS[n] for n in sorted(_TASKS)]
 
 
 def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:

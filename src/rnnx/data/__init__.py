@@ -14,8 +14,11 @@ from rnnx.data.base import (
     MissingDependencyError,
     SequenceDataset,
     TaskData,
+    TaskEntry,
     get_task,
     register_task,
+    task_entries,
+    task_entry,
     task_names,
 )
 
@@ -27,7 +30,10 @@ __all__ = [
     "MissingDependencyError",
     "SequenceDataset",
     "TaskData",
+    "TaskEntry",
     "get_task",
     "register_task",
+    "task_entries",
+    "task_entry",
     "task_names",
 ]

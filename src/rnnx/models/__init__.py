@@ -1,6 +1,23 @@
 """Models built from registered layers: blocks, backbones and task heads."""
 
-from rnnx.models.backbone import Backbone, BackboneConfig, Block
-from rnnx.models.heads import SequenceClassifier
+from rnnx.models.backbone import GLU, Backbone, BackboneConfig, Block, pool
+from rnnx.models.heads import (
+    LanguageModel,
+    SequenceClassifier,
+    SequenceRegressor,
+    StepClassifier,
+    build_model,
+)
 
-__all__ = ["Backbone", "BackboneConfig", "Block", "SequenceClassifier"]
+__all__ = [
+    "GLU",
+    "Backbone",
+    "BackboneConfig",
+    "Block",
+    "LanguageModel",
+    "SequenceClassifier",
+    "SequenceRegressor",
+    "StepClassifier",
+    "build_model",
+    "pool",
+]

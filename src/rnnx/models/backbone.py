@@ -3,11 +3,11 @@
 Block (pre-norm, as in S4/Mamba/xLSTM stacks)::
 
     x = x + dropout(mixer(norm(x)))
-    x = x + dropout(mlp(norm2(x)))        # optional, mlp_ratio > 0 (GELU MLP)
+    x = x + dropout(mlp(norm2(x)))        # optional, mlp_ratio > 0: GELU MLP or GLU
 
-The backbone maps inputs to ``d_model`` (a linear encoder for real-valued sequences),
-applies ``n_layers`` blocks and a final norm. Its state is the list of the blocks'
-states, so a backbone follows the layer contract too: ``forward`` with a carried
+The backbone maps inputs to ``d_model`` (a linear encoder for real-valued sequences,
+an embedding for token ids), applies ``n_layers`` blocks and a final norm. Its state
+is the list of the blocks' states, so a backbone follows the layer contract too: ``forward`` with a carried
 state, and ``step`` for decoding.
 """
 
@@ -35,12 +35,18 @@ class BackboneConfig:
     """Number of blocks."""
     d_input: int = 1
     """Features of the input sequence (the linear encoder maps them to d_model)."""
+    vocab_size: int | None = None
+    """If set, inputs are token ids in [0, vocab_size) and the encoder is an embedding
+    (d_input is then ignored)."""
     layer_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of the mixer (e.g. ``{"d_state": 64}``)."""
     mode: str | None = None
     """Mixer mode; None keeps the layer's default."""
     mlp_ratio: float = 0.0
     """Hidden size of the per-block MLP as a multiple of d_model; 0 disables it."""
+    glu: bool = False
+    """Make the MLP a gated linear unit, ``W2 (silu(W1 x) ⊙ V x)`` (Shazeer 2020,
+    arXiv 2002.05202), instead of ``W2 gelu(W1 x)``."""
     dropout: float = 0.0
     """Dropout on each residual branch."""
     norm: str = "layer"
@@ -51,6 +57,8 @@ class BackboneConfig:
         require_positive_int("d_model", self.d_model)
         require_positive_int("n_layers", self.n_layers)
         require_positive_int("d_input", self.d_input)
+        if self.vocab_size is not None:
+            require_positive_int("vocab_size", self.vocab_size)
         require_choice("norm", self.norm, ("layer", "rms"))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a value in [0, 1), got {self.dropout}")
@@ -63,6 +71,19 @@ class BackboneConfig:
 
 def _norm(kind: str, d: int) -> nn.Module:
     return nn.LayerNorm(d) if kind == "layer" else nn.RMSNorm(d)
+
+
+class GLU(nn.Module):
+    """``W2 (silu(W1 x) ⊙ V x)``: the SwiGLU feed-forward of arXiv 2002.05202."""
+
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.w_in = nn.Linear(d_model, 2 * hidden)
+        self.w_out = nn.Linear(hidden, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.w_in(x).chunk(2, dim=-1)
+        return self.w_out(torch.nn.functional.silu(a) * b)
 
 
 class Block(nn.Module):
@@ -84,9 +105,12 @@ class Block(nn.Module):
         if cfg.mlp_ratio > 0:
             hidden = max(1, round(cfg.mlp_ratio * cfg.d_model))
             self.norm2 = _norm(cfg.norm, cfg.d_model)
-            self.mlp = nn.Sequential(
-                nn.Linear(cfg.d_model, hidden), nn.GELU(), nn.Linear(hidden, cfg.d_model)
-            )
+            if cfg.glu:
+                self.mlp = GLU(cfg.d_model, hidden)
+            else:
+                self.mlp = nn.Sequential(
+                    nn.Linear(cfg.d_model, hidden), nn.GELU(), nn.Linear(hidden, cfg.d_model)
+                )
 
     def _mlp(self, x: Tensor) -> Tensor:
         if self.mlp is not None:
@@ -106,21 +130,45 @@ class Block(nn.Module):
 
 
 class Backbone(nn.Module):
-    """Linear encoder, ``n_layers`` blocks, final norm: ``(B, L, d_input) -> (B, L, d_model)``."""
+    """Encoder, ``n_layers`` blocks, final norm: ``(B, L, d_input) -> (B, L, d_model)``.
+
+    With ``config.vocab_size`` the input is int64 token ids ``(B, L)`` and the encoder
+    an embedding.
+    """
 
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.config = cfg
-        self.encoder = nn.Linear(cfg.d_input, cfg.d_model)
+        self.encoder: nn.Module
+        if cfg.vocab_size is not None:
+            self.encoder = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        else:
+            self.encoder = nn.Linear(cfg.d_input, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = _norm(cfg.norm, cfg.d_model)
 
     def init_state(self, batch_size: int, **kw) -> list:
         return [b.mixer.init_state(batch_size, **kw) for b in self.blocks]
 
+    def encode(self, x: Tensor) -> Tensor:
+        """The encoder, with a clear error for token ids out of range or wrong dtypes."""
+        if self.config.vocab_size is not None:
+            if x.dtype not in (torch.int64, torch.int32) or x.dim() != 2:
+                raise TypeError(
+                    f"x: expected int64 token ids of shape (batch, length) for a model with "
+                    f"vocab_size={self.config.vocab_size}, got dtype {x.dtype}, shape "
+                    f"{tuple(x.shape)}"
+                )
+            if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.config.vocab_size):
+                raise ValueError(
+                    f"x: expected token ids in [0, {self.config.vocab_size}), got values in "
+                    f"[{int(x.min())}, {int(x.max())}]"
+                )
+        return self.encoder(x)
+
     def forward(self, x: Tensor, state: list | None = None, *, lengths=None, dt=None):
         states = [None] * len(self.blocks) if state is None else state
-        h = self.encoder(x)
+        h = self.encode(x)
         new = []
         for block, s in zip(self.blocks, states):
             h, s = block(h, s, lengths=lengths, dt=dt)
@@ -129,7 +177,7 @@ class Backbone(nn.Module):
 
     def step(self, x: Tensor, state: list | None = None):
         states = [None] * len(self.blocks) if state is None else state
-        h = self.encoder(x)
+        h = self.encode(x)
         new = []
         for block, s in zip(self.blocks, states):
             h, s = block.step(h, s)

@@ -1,7 +1,20 @@
-"""Task heads on top of a :class:`~rnnx.models.backbone.Backbone`."""
+"""Task heads on top of a :class:`~rnnx.models.backbone.Backbone`.
+
+* :class:`SequenceClassifier` — one label per sequence (pooling over valid steps);
+* :class:`SequenceRegressor` — real-valued targets per sequence (forecasting: the
+  next ``d_output`` values) or per step (``per_step=True``);
+* :class:`StepClassifier` — one label per step (token tagging: MQAR, copying, parity);
+* :class:`LanguageModel` — next-token prediction with :meth:`LanguageModel.generate`,
+  which prefills the prompt with the layers' parallel mode and decodes with ``step``
+  (constant memory per token).
+
+Every head maps ``(x, lengths=None)`` to its output tensor; :func:`build_model`
+picks the head for a task's kind.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from rnnx._checks import require_choice, require_positive_int
@@ -25,5 +38,138 @@ class SequenceClassifier(nn.Module):
         self.head = nn.Linear(config.d_model, n_classes)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``(B, L, d_input)`` -> logits ``(B, n_classes)``."""
         h, _ = self.backbone(x, lengths=lengths)
         return self.head(pool(h, lengths, self.pooling))
+
+
+class SequenceRegressor(nn.Module):
+    """Real-valued outputs: ``(B, d_output)`` per sequence, or ``(B, L, d_output)`` per step.
+
+    For forecasting, the backbone reads the context window and the pooled state
+    (``pooling="last"``: the state after the last step) is mapped to the next
+    ``d_output`` values of the target (a direct multi-horizon forecast).
+    """
+
+    def __init__(
+        self,
+        config: BackboneConfig,
+        d_output: int,
+        pooling: str = "last",
+        *,
+        per_step: bool = False,
+    ) -> None:
+        super().__init__()
+        require_positive_int("d_output", d_output)
+        self.pooling = require_choice("pooling", pooling, ("mean", "last"))
+        self.per_step = per_step
+        self.backbone = Backbone(config)
+        self.head = nn.Linear(config.d_model, d_output)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        h, _ = self.backbone(x, lengths=lengths)
+        if self.per_step:
+            return self.head(h)
+        return self.head(pool(h, lengths, self.pooling))
+
+
+class StepClassifier(nn.Module):
+    """One label per step: ``(B, L[, d_input])`` -> logits ``(B, L, n_classes)``."""
+
+    def __init__(self, config: BackboneConfig, n_classes: int) -> None:
+        super().__init__()
+        require_positive_int("n_classes", n_classes)
+        self.backbone = Backbone(config)
+        self.head = nn.Linear(config.d_model, n_classes)
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        h, _ = self.backbone(x, lengths=lengths)
+        return self.head(h)
+
+
+class LanguageModel(StepClassifier):
+    """Next-token prediction over ``config.vocab_size`` tokens, with :meth:`generate`."""
+
+    def __init__(self, config: BackboneConfig) -> None:
+        if config.vocab_size is None:
+            raise ValueError("config.vocab_size: a language model needs a vocabulary size")
+        super().__init__(config, config.vocab_size)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Continue ``prompt`` (int64 ``(B, T)``, T >= 1) by ``max_new_tokens`` tokens.
+
+        The prompt is read in one parallel pass (each layer's training mode), which
+        returns every layer's state; then each new token costs one
+        :meth:`~rnnx.models.backbone.Backbone.step` on a chunk of length 1, so memory
+        does not grow with the length generated. ``temperature=0`` is greedy
+        (argmax); otherwise tokens are sampled from ``softmax(logits / temperature)``
+        restricted to the ``top_k`` most likely (all if None).
+
+        Returns the new tokens, int64 ``(B, max_new_tokens)``. Runs in eval mode.
+        """
+        require_positive_int("max_new_tokens", max_new_tokens, allow_zero=True)
+        if prompt.dim() != 2 or prompt.shape[1] < 1:
+            raise ValueError(
+                f"prompt: expected int64 token ids of shape (batch, length >= 1), got shape "
+                f"{tuple(prompt.shape)}"
+            )
+        if temperature < 0:
+            raise ValueError(f"temperature: expected >= 0, got {temperature}")
+        if top_k is not None:
+            require_positive_int("top_k", top_k)
+        was_training = self.training
+        self.eval()
+        try:
+            h, state = self.backbone(prompt)
+            logits = self.head(h[:, -1])
+            out = []
+            for _ in range(max_new_tokens):
+                token = _sample(logits, temperature, top_k, generator)
+                out.append(token)
+                h, state = self.backbone.step(token[:, None], state)
+                logits = self.head(h[:, -1])
+        finally:
+            self.train(was_training)
+        if not out:
+            return prompt.new_zeros(prompt.shape[0], 0)
+        return torch.stack(out, 1)
+
+
+def _sample(logits: Tensor, temperature: float, top_k: int | None, generator) -> Tensor:
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def build_model(
+    kind: str,
+    config: BackboneConfig,
+    *,
+    n_classes: int = 0,
+    d_output: int = 0,
+    pooling: str = "mean",
+) -> nn.Module:
+    """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone."""
+    if kind == "classification":
+        return SequenceClassifier(config, n_classes, pooling=pooling)
+    if kind == "tagging":
+        return StepClassifier(config, n_classes)
+    if kind == "lm":
+        return LanguageModel(config)
+    if kind == "regression":
+        return SequenceRegressor(config, d_output, pooling=pooling)
+    raise ValueError(f"kind: expected classification, tagging, lm or regression, got {kind!r}")

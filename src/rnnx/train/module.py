@@ -1,4 +1,15 @@
-"""The Lightning module that trains any :class:`~rnnx.models.SequenceClassifier`."""
+"""The Lightning module that trains any rnnx model on any task kind.
+
+Loss and metrics by kind (:data:`rnnx.data.base.KINDS`):
+
+* classification: cross-entropy; accuracy;
+* tagging: cross-entropy over the supervised steps (target != -100); accuracy there;
+* lm: cross-entropy per token; bits per token (= cross-entropy / ln 2);
+* regression: mean squared error; MSE and MAE.
+
+Validation and test metrics are exact sums over the whole split (summed over batches
+and, under DDP, over processes), not means of per-batch means.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,16 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+IGNORE = -100
+
+#: The headline metric of each kind and whether higher is better.
+MAIN_METRIC = {
+    "classification": ("acc", True),
+    "tagging": ("acc", True),
+    "lm": ("bpc", False),
+    "regression": ("mse", False),
+}
 
 
 def parameter_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
@@ -26,53 +47,134 @@ def parameter_groups(model: nn.Module, lr: float, weight_decay: float) -> list[d
     return list(groups.values())
 
 
-class ClassificationModule(L.LightningModule):
-    """Cross-entropy training of a sequence classifier; logs loss and accuracy."""
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """Multiplier of the peak learning rate at step s: linear warm-up, cosine decay to 0."""
 
-    def __init__(self, model: nn.Module, *, lr: float, weight_decay: float, warmup: float = 0.05):
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1 + math.cos(math.pi * t))
+
+    return schedule
+
+
+class TaskModule(L.LightningModule):
+    """Trains ``model`` (a head from :func:`rnnx.models.build_model`) on a task ``kind``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        kind: str,
+        *,
+        lr: float,
+        weight_decay: float,
+        warmup: float = 0.05,
+    ) -> None:
         super().__init__()
-        self.model = model
+        if kind not in MAIN_METRIC:
+            raise ValueError(f"kind: expected one of {sorted(MAIN_METRIC)}, got {kind!r}")
+        self.model, self.kind = model, kind
         self.lr, self.weight_decay, self.warmup = lr, weight_decay, warmup
+        self._sums: dict[str, torch.Tensor] = {}
 
-    def _batch(self, batch):
+    # ------------------------------------------------------------------ loss
+
+    @staticmethod
+    def unpack(batch):
         if len(batch) == 3:
-            x, y, lengths = batch
-        else:
-            (x, y), lengths = batch, None
-        return x, y, lengths
+            return batch
+        x, y = batch
+        return x, y, None
 
-    def _step(self, batch, stage: str):
-        x, y, lengths = self._batch(batch)
-        logits = self.model(x, lengths)
-        loss = F.cross_entropy(logits, y)
-        acc = (logits.argmax(-1) == y).float().mean()
-        on_step = stage == "train"
-        self.log(
-            f"{stage}_loss", loss, prog_bar=True, on_step=on_step, on_epoch=True, batch_size=len(y)
-        )
-        self.log(
-            f"{stage}_acc", acc, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(y)
-        )
-        return loss
+    def loss_and_sums(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean loss of a batch and the sums its metrics are made of."""
+        x, y, lengths = self.unpack(batch)
+        out = self.model(x, lengths)
+        if self.kind == "regression":
+            err = out.float() - y.float()
+            loss = (err**2).mean()
+            sums = {
+                "sq": (err**2).sum().detach(),
+                "abs": err.abs().sum().detach(),
+                "n": torch.tensor(float(err.numel())),
+            }
+            return loss, sums
+        logits = out.float()
+        if self.kind == "classification":
+            ce = F.cross_entropy(logits, y, reduction="none")
+            correct = logits.argmax(-1) == y
+            n = torch.tensor(float(len(y)))
+        else:
+            flat, target = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+            mask = target != IGNORE
+            ce = F.cross_entropy(flat, target, ignore_index=IGNORE, reduction="none")[mask]
+            correct = (flat.argmax(-1) == target)[mask]
+            n = mask.sum().float()
+        loss = ce.sum() / n.clamp(min=1)
+        sums = {"ce": ce.sum().detach(), "correct": correct.sum().float(), "n": n}
+        return loss, sums
+
+    @staticmethod
+    def metrics_from_sums(kind: str, s: dict[str, float]) -> dict[str, float]:
+        n = max(float(s["n"]), 1.0)
+        if kind == "regression":
+            return {"mse": float(s["sq"]) / n, "mae": float(s["abs"]) / n}
+        out = {"loss": float(s["ce"]) / n, "acc": float(s["correct"]) / n}
+        if kind == "lm":
+            out["bpc"] = out["loss"] / math.log(2)
+            del out["acc"]
+        return out
+
+    # ------------------------------------------------------------------ steps
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss, sums = self.loss_and_sums(batch)
+        n = int(sums["n"])
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        if "correct" in sums and self.kind != "lm":
+            acc = sums["correct"] / sums["n"].clamp(min=1)
+            self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    def _eval_step(self, batch, stage: str) -> None:
+        _, sums = self.loss_and_sums(batch)
+        acc = self._sums.setdefault(stage, {})
+        for k, v in sums.items():
+            acc[k] = acc.get(k, 0.0) + v.to(torch.float64)
+
+    def _eval_end(self, stage: str) -> dict[str, float]:
+        sums = self._sums.pop(stage, None)
+        if not sums:
+            return {}
+        keys = sorted(sums)
+        vec = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in keys])
+        vec = self.trainer.strategy.reduce(vec, reduce_op="sum") if self._distributed() else vec
+        metrics = self.metrics_from_sums(self.kind, dict(zip(keys, vec.tolist())))
+        for k, v in metrics.items():
+            self.log(f"{stage}_{k}", v, prog_bar=(stage == "val"), sync_dist=False)
+        return metrics
+
+    def _distributed(self) -> bool:
+        return self.trainer is not None and self.trainer.world_size > 1
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self):
+        self.test_metrics = self._eval_end("test")
+
+    # ------------------------------------------------------------------ optim
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(parameter_groups(self.model, self.lr, self.weight_decay))
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warm = max(1, int(self.warmup * total))
-
-        def schedule(step: int) -> float:  # linear warm-up, cosine decay to 0
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warm, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -7,8 +7,8 @@ Block (pre-norm, as in S4/Mamba/xLSTM stacks)::
 
 The backbone maps inputs to ``d_model`` (a linear encoder for real-valued sequences,
 an embedding for token ids), applies ``n_layers`` blocks and a final norm. Its state
-is the list of the blocks' states, so a backbone follows the layer contract too: ``forward`` with a carried
-state, and ``step`` for decoding.
+is the list of the blocks' states, so a backbone follows the layer contract too:
+``forward`` with a carried state, and ``step`` for decoding.
 """
 
 from __future__ import annotations

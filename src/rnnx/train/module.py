@@ -131,10 +131,19 @@ class TaskModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         loss, sums = self.loss_and_sums(batch)
         n = int(sums["n"])
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+        sync = self._distributed()
+        self.log(
+            "train_loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=n,
+            sync_dist=sync,
+        )
         if "correct" in sums and self.kind != "lm":
             acc = sums["correct"] / sums["n"].clamp(min=1)
-            self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=n)
+            self.log("train_acc", acc, on_step=False, on_epoch=True, batch_size=n, sync_dist=sync)
         return loss
 
     def _eval_step(self, batch, stage: str) -> None:
@@ -152,7 +161,8 @@ class TaskModule(L.LightningModule):
         vec = self.trainer.strategy.reduce(vec, reduce_op="sum") if self._distributed() else vec
         metrics = self.metrics_from_sums(self.kind, dict(zip(keys, vec.tolist())))
         for k, v in metrics.items():
-            self.log(f"{stage}_{k}", v, prog_bar=(stage == "val"), sync_dist=False)
+            # Already reduced over processes above; rank_zero_only avoids a second reduction.
+            self.log(f"{stage}_{k}", v, prog_bar=(stage == "val"), rank_zero_only=True)
         return metrics
 
     def _distributed(self) -> bool:

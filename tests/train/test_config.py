@@ -1,0 +1,80 @@
+"""Run configuration: defaults < task defaults < TOML < flags; sampler order; schedules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+
+from rnnx.train.config import RunConfig, parse_pairs, parse_value, resolve
+from rnnx.train.module import warmup_cosine
+from rnnx.train.sampler import ShardedBatchSampler
+
+
+def test_precedence(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        '[model]\nlayer = "lstm"\nd_model = 32\nlayer_kwargs = { hidden_size = 32 }\n'
+        '[task]\nname = "mqar"\nkwargs = { seq_len = 32 }\n[train]\nepochs = 3\nlr = 0.01\n'
+    )
+    cfg = resolve({"train": {"lr": 0.002}, "task": {"kwargs": {"num_kv_pairs": 4}}}, toml)
+    assert cfg.model.layer == "lstm" and cfg.model.d_model == 32  # file
+    assert cfg.train.lr == 0.002  # flag beats file
+    assert cfg.train.epochs == 3  # file beats the task's default (20)
+    assert cfg.task.kwargs == {"seq_len": 32, "num_kv_pairs": 4}  # tables merge
+    assert resolve({"task": {"name": "mqar"}}).train.epochs == 20  # the task's default
+    assert resolve({}).task.name == "digits" and resolve({}).model.layer == "s4d"
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nepoch = 3\n")
+    with pytest.raises(ValueError, match=r"\[train\]: unknown key\(s\) \['epoch'\]"):
+        resolve({}, bad)
+    bad.write_text("[optim]\nlr = 3\n")
+    with pytest.raises(ValueError, match=r"unknown table\(s\) \['optim'\]"):
+        resolve({}, bad)
+    with pytest.raises(ValueError, match="--task-arg: expected KEY=VALUE"):
+        parse_pairs(["horizon"], "--task-arg")
+
+
+def test_parse_value():
+    assert parse_pairs(["horizon=336", "name=abc", "x=0.5", "on=true"], "f") == {
+        "horizon": 336,
+        "name": "abc",
+        "x": 0.5,
+        "on": True,
+    }
+    assert parse_value("[1, 2]") == [1, 2]
+
+
+def test_sharded_sampler_splits_each_global_batch():
+    one = ShardedBatchSampler(10, 4, shuffle=True, seed=3, drop_last=True)
+    parts = [
+        ShardedBatchSampler(10, 4, shuffle=True, seed=3, drop_last=True, rank=r, world_size=2)
+        for r in (0, 1)
+    ]
+    for epoch in (0, 1):
+        for s in (one, *parts):
+            s.set_epoch(epoch)
+        full = list(one)
+        assert len(full) == 2 and all(len(b) == 4 for b in full)  # last partial batch dropped
+        assert [a + b for a, b in zip(*map(list, parts))] == full
+    one.set_epoch(0)
+    e0 = list(one)
+    one.set_epoch(1)
+    assert list(one) != e0  # a new order every epoch
+    one.resume(0, 1)
+    assert list(one) == e0[1:]  # skip the batches done before the checkpoint, once
+    assert list(one) == e0
+    with pytest.raises(ValueError, match="not divisible by the 3 processes"):
+        ShardedBatchSampler(10, 4, shuffle=True, world_size=3)
+
+
+def test_warmup_cosine():
+    f = warmup_cosine(4, 20)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(4) == 1.0 and f(20) == pytest.approx(0.0) and f(12) == pytest.approx(0.5)
+    assert torch.tensor([f(s) for s in range(4, 21)]).diff().le(0).all()

@@ -53,23 +53,27 @@ def load_series() -> np.ndarray:
 
 
 class WindowDataset(Dataset):
-    """Forecasting windows over one series without copying it.
+    """Forecasting windows over one series, as strided views (nothing is copied).
 
-    Item i is ``(series[s : s + context], target[s + context : s + context + horizon])``
-    for the i-th start ``s``; ``x`` stacks views of the series.
+    ``starts`` is an arithmetic progression ``first, first + stride, ...``; item i is
+    ``(series[s : s + context], target[s + context : s + context + horizon])`` for
+    its i-th start ``s``. ``x`` is ``(N, context, C)`` and ``y`` is ``(N, horizon)``.
     """
 
     def __init__(self, series: torch.Tensor, target: torch.Tensor, starts, context, horizon):
-        self.series, self.target = series, target
-        self.starts = torch.as_tensor(starts, dtype=torch.long)
-        self.context, self.horizon = context, horizon
-        # (N, context, C) and (N, horizon) as strided views (no copy).
-        self.x = series.unfold(0, context, 1).transpose(1, 2)[self.starts]
-        self.y = target[context:].unfold(0, horizon, 1)[self.starts]
+        starts = np.asarray(starts)
+        if len(starts) == 0:
+            raise ValueError("starts: no window fits in this split")
+        stride = int(starts[1] - starts[0]) if len(starts) > 1 else 1
+        if not np.array_equal(starts, starts[0] + stride * np.arange(len(starts))):
+            raise ValueError("starts: expected an arithmetic progression")
+        first, n = int(starts[0]), len(starts)
+        self.x = series[first:].unfold(0, context, stride).transpose(1, 2)[:n]
+        self.y = target[first + context :].unfold(0, horizon, stride)[:n]
         self.lengths = None
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return len(self.x)
 
     def __getitem__(self, i: int):
         return self.x[i], self.y[i]

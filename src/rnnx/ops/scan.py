@@ -300,12 +300,14 @@ _NATIVE_DTYPES = {
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _INT = ctypes.c_int
-_signatures_set: set[str] = set()
+_configured: list[ctypes.CDLL] = []  # the library whose signatures are set
 
 
 def _lib() -> ctypes.CDLL | None:
     lib = _native.load("scan")
-    if lib is not None and "done" not in _signatures_set:
+    # Compare the library object itself: after rnnx._native.reset() a new library is
+    # loaded and needs its own signatures (a stale flag here would call it untyped).
+    if lib is not None and not any(c is lib for c in _configured):
         for kind in ("diag", "block"):
             for sfx in _NATIVE_DTYPES.values():
                 if kind == "block" and sfx.startswith("c"):
@@ -349,7 +351,7 @@ def _lib() -> ctypes.CDLL | None:
                     _INT,
                 ]
                 adj.restype = None
-        _signatures_set.add("done")
+        _configured[:] = [lib]
     return lib
 
 

@@ -16,11 +16,14 @@ solved over all t at once by :func:`rnnx.ops.scan`. When the cell's Jacobian is 
 or block-diagonal with small blocks (declared with :mod:`rnnx.ops.structure`), each
 scan costs O(T n) or O(T n k); a handful of iterations converge for gated cells.
 
-Jacobians come from the cell itself with :mod:`torch.func`: one forward-mode product
-with a vector of ones for ``Diagonal()`` (a diagonal matrix is its own row sums), ``k``
-products for ``BlockDiagonal(k)`` (tangent j selects component j of every block), and
-the full Jacobian (``n`` products, ``torch.func.jacfwd`` done by hand) for ``Dense()``.
-Each product also returns f, so one call per iteration yields both r and J.
+Jacobians come from the cell itself with :mod:`torch.func`: one evaluation of f and one
+vector-Jacobian product with a vector of ones for ``Diagonal()`` (for a diagonal matrix
+J^T 1 is the diagonal), ``k`` products for ``BlockDiagonal(k)`` (cotangent j selects
+component j of every block, so its pullback is row j of every block), and ``n`` (the
+rows of the full Jacobian, :func:`torch.func.jacrev` batched over the trajectory) for
+``Dense()``. The same evaluation gives r, so one call per iteration yields r and J.
+Reverse mode rather than forward mode: torch's forward-mode AD compiles its
+decompositions on first use (seconds per process).
 
 Backward is the adjoint of the solved system, with no Newton iteration: with
 g_t = dL/dh_t,
@@ -154,7 +157,8 @@ def jacobian(step_fn: StepFn, h_prev: Tensor, x: Any, structure: Structure | str
     ``h_prev`` is ``(..., n)``; ``step_fn`` acts independently on every leading index.
     Returns ``(f, J)`` with J ``(..., n)`` for ``Diagonal()``, ``(..., n // k, k, k)``
     for ``BlockDiagonal(k)`` and ``(..., n, n)`` for ``Dense()`` (row i, column j:
-    d f_i / d h_j). Forward-mode products (:func:`torch.func.jvp`): 1, k or n of them.
+    d f_i / d h_j). One evaluation of f and 1, k or n vector-Jacobian products
+    (:func:`torch.func.vjp`, vmapped over the k cotangents).
     The Jacobian is exact only if the declared structure is right
     (:func:`check_structure`).
     """
@@ -164,22 +168,23 @@ def jacobian(step_fn: StepFn, h_prev: Tensor, x: Any, structure: Structure | str
     def f(h: Tensor) -> Tensor:
         return step_fn(h, x)
 
+    val, pullback = torch.func.vjp(f, h_prev)
     if isinstance(st, Diagonal):
-        val, jac = torch.func.jvp(f, (h_prev,), (torch.ones_like(h_prev),))
+        # For a diagonal J, J^T 1 is its diagonal.
+        (jac,) = pullback(torch.ones_like(val))
         return val, jac
     k = n if isinstance(st, Dense) else st.k
     if n % k:
         raise ValueError(f"structure: the state size {n} is not a multiple of the block size {k}")
-    # Tangent j is 1 at component j of every block: since blocks do not mix, its image
-    # is column j of every block at once.
+    # Cotangent j is 1 at component j of every block: since blocks do not mix, its
+    # pullback is row j of every block at once.
     sel = torch.arange(n, device=h_prev.device) % k
-    basis = (sel == torch.arange(k, device=h_prev.device).unsqueeze(1)).to(h_prev.dtype)
-    tangents = basis.reshape(k, *([1] * (h_prev.dim() - 1)), n).expand(k, *h_prev.shape)
-    val, cols = torch.func.vmap(lambda v: torch.func.jvp(f, (h_prev,), (v,)))(tangents)
-    val = val[0]
+    basis = (sel == torch.arange(k, device=h_prev.device).unsqueeze(1)).to(val.dtype)
+    cotangents = basis.reshape(k, *([1] * (val.dim() - 1)), n).expand(k, *val.shape)
+    (rows,) = torch.func.vmap(pullback)(cotangents)
     lead = h_prev.shape[:-1]
-    # cols[j, ..., g*k + i] = A[..., g, i, j]
-    jac = cols.reshape(k, *lead, n // k, k).movedim(0, -1)
+    # rows[j, ..., g*k + i] = A[..., g, j, i]
+    jac = rows.reshape(k, *lead, n // k, k).movedim(0, -2)
     if isinstance(st, Dense):
         jac = jac.reshape(*lead, n, n)
     return val, jac.contiguous()

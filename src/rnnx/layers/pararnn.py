@@ -51,12 +51,15 @@ __all__ = ["ParaGRU", "ParaLSTM", "fused_available"]
 
 _SFX = {torch.float32: "f32", torch.float64: "f64"}
 _P, _I, _N = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-_ready: set[str] = set()
+_configured: list[ctypes.CDLL] = []  # the library whose signatures are set
+
+
 
 
 def _lib() -> ctypes.CDLL | None:
     lib = _native.load("pararnn")
-    if lib is not None and "sig" not in _ready:
+    # Compare the library object itself: _native.reset() makes load() return a new one.
+    if lib is not None and not (_configured and _configured[0] is lib):
         for sfx in _SFX.values():
             getattr(lib, f"rnnx_paragru_fwd_{sfx}").argtypes = [_P] * 5 + [_I] * 3 + [_N]
             getattr(lib, f"rnnx_paragru_bwd_{sfx}").argtypes = [_P] * 9 + [_I] * 3 + [_N]
@@ -65,7 +68,7 @@ def _lib() -> ctypes.CDLL | None:
             for kind in ("gru", "lstm"):
                 for d in ("fwd", "bwd"):
                     getattr(lib, f"rnnx_para{kind}_{d}_{sfx}").restype = None
-        _ready.add("sig")
+        _configured[:] = [lib]
     return lib
 
 

@@ -24,7 +24,9 @@ def _run(layer, mode, x, s0, lengths=None):
     with layer.using_mode(mode):
         y, s = layer(x, s0, lengths=lengths)
     g = torch.Generator().manual_seed(3)
-    loss = (y * torch.randn(y.shape, generator=g)).sum() + (s * torch.randn(s.shape, generator=g)).sum()
+    loss = (y * torch.randn(y.shape, generator=g)).sum() + (
+        s * torch.randn(s.shape, generator=g)
+    ).sum()
     params = list(layer.parameters())
     grads = torch.autograd.grad(loss, [x, s0, *params])
     names = ["x", "initial state"] + [n for n, _ in layer.named_parameters()]

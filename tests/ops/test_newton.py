@@ -126,7 +126,11 @@ def test_gradcheck_float64(cls, structure):
             h, _ = newton_solve(cell, x, h0, structure, tol=1e-14, max_iter=30)
         return h
 
-    inputs = [x.requires_grad_(), h0.requires_grad_(), *[p.detach().requires_grad_() for p in params]]
+    inputs = [
+        x.requires_grad_(),
+        h0.requires_grad_(),
+        *[p.detach().requires_grad_() for p in params],
+    ]
     assert torch.autograd.gradcheck(fn, inputs, atol=1e-7)
 
 
@@ -190,7 +194,7 @@ def test_tolerance_stops_early_and_info_records_residuals():
     # Newton converges quadratically near the solution
     assert tight.residuals[-1] < tight.residuals[-2] ** 1.5
     with torch.no_grad():
-        h, exact = newton_solve(
+        _, exact = newton_solve(
             cell, x, h0, Diagonal(), init=lambda x, h0: sequential_solve(cell, x, h0)
         )
     assert exact.iterations == 0 and exact.converged

@@ -146,9 +146,7 @@ class CellLayer(RecurrentLayer):
         if lengths is not None:
             # Padded steps are the identity map (Jacobian I, any structure), so the
             # final state is the last one and garbage never enters the state.
-            keep = (torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(1)).unsqueeze(
-                -1
-            )
+            keep = (torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(1)).unsqueeze(-1)
             u = (u, keep)
 
             def step(h: Tensor, uk: Any) -> Tensor:

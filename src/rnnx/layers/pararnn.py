@@ -54,8 +54,6 @@ _P, _I, _N = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 _configured: list[ctypes.CDLL] = []  # the library whose signatures are set
 
 
-
-
 def _lib() -> ctypes.CDLL | None:
     lib = _native.load("pararnn")
     # Compare the library object itself: _native.reset() makes load() return a new one.

@@ -149,9 +149,9 @@ def _check_step_output(out: Any, expected: tuple[int, ...], dtype: torch.dtype) 
     return out.to(dtype)
 
 
-def jacobian(step_fn: StepFn, h_prev: Tensor, x: Any, structure: Structure | str) -> tuple[
-    Tensor, Tensor
-]:
+def jacobian(
+    step_fn: StepFn, h_prev: Tensor, x: Any, structure: Structure | str
+) -> tuple[Tensor, Tensor]:
     """f(h_prev, x) and its Jacobian df/dh_prev in the storage of ``structure``.
 
     ``h_prev`` is ``(..., n)``; ``step_fn`` acts independently on every leading index.

@@ -13,6 +13,7 @@ import torch
 
 import rnnx.layers.pararnn as pararnn_module
 from rnnx.layers.pararnn import ParaGRU, ParaLSTM, fused_available
+from rnnx.ops.newton import jacobian
 from tests.conftest import assert_close
 
 LAYERS = [ParaGRU, ParaLSTM]
@@ -118,3 +119,30 @@ def test_newton_mode_is_deterministic_in_its_iteration_count():
         first = layer.newton_info.iterations
         layer(x)
     assert layer.newton_info.iterations == first
+
+
+@pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_native_newton_cell_matches_the_cell_and_torch_func(cls, dtype):
+    """Mode "newton"'s native cell, VJP and Jacobian against :meth:`cell` + torch.func."""
+    torch.manual_seed(4)
+    layer = cls(6).to(dtype)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    hp = (0.5 * torch.randn(2, 5, layer.state_size, dtype=dtype)).requires_grad_()
+    u = layer.inputs(torch.randn(2, 5, 6, dtype=dtype)).detach().requires_grad_()
+    fast = layer._newton_cell(hp)
+    assert fast is not None
+    cell, value_and_jacobian = fast
+    val, jac = value_and_jacobian(hp.detach(), u.detach())
+    ref_val, ref_jac = jacobian(layer.cell, hp.detach(), u.detach(), layer.structure)
+    assert_close(val, ref_val, rtol=rtol, what="value")
+    assert_close(jac, ref_jac, rtol=rtol, what="Jacobian")
+    w = torch.randn(val.shape, dtype=dtype)
+    wrt = [hp, u, *layer.parameters()]
+    got = torch.autograd.grad((cell(hp, u) * w).sum(), wrt, allow_unused=True)
+    ref = torch.autograd.grad((layer.cell(hp, u) * w).sum(), wrt, allow_unused=True)
+    for i, (a, b) in enumerate(zip(got, ref)):
+        if b is None:  # the input projection is not part of the cell
+            assert a is None
+            continue
+        assert_close(a, b, rtol=rtol, what=f"VJP {i}")

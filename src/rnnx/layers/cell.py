@@ -57,6 +57,13 @@ from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal, Structure
 __all__ = ["BlockDiagonal", "CellLayer", "Dense", "Diagonal"]
 
 
+def _identity(jac: Tensor, structure: Structure) -> Tensor:
+    """The identity Jacobian, broadcastable to ``jac`` in the storage of ``structure``."""
+    if isinstance(structure, Diagonal):
+        return torch.ones((), dtype=jac.dtype, device=jac.device)
+    return torch.eye(jac.shape[-1], dtype=jac.dtype, device=jac.device)
+
+
 class CellLayer(RecurrentLayer):
     """Base class of layers defined by one recurrent cell and its Jacobian structure.
 
@@ -142,7 +149,9 @@ class CellLayer(RecurrentLayer):
         xs = x.to(dtype)
         h0 = state.to(dtype)
         u = self.inputs(xs)
-        step = self.cell
+        fast = self._newton_cell(h0) if mode == "newton" else None
+        cell, value_and_jacobian = fast if fast is not None else (self.cell, None)
+        step, jac_fn = cell, value_and_jacobian
         if lengths is not None:
             # Padded steps are the identity map (Jacobian I, any structure), so the
             # final state is the last one and garbage never enters the state.
@@ -150,12 +159,27 @@ class CellLayer(RecurrentLayer):
             u = (u, keep)
 
             def step(h: Tensor, uk: Any) -> Tensor:
-                return torch.where(uk[1], self.cell(h, uk[0]), h)
+                return torch.where(uk[1], cell(h, uk[0]), h)
 
-        h = self._solve(step, u, h0, mode)
+            if value_and_jacobian is not None:
+
+                def jac_fn(h: Tensor, uk: Any) -> tuple[Tensor, Tensor]:
+                    val, jac = value_and_jacobian(h, uk[0])
+                    k = uk[1].reshape(*uk[1].shape, *([1] * (jac.dim() - h.dim())))
+                    return torch.where(uk[1], val, h), torch.where(
+                        k, jac, _identity(jac, self.structure)
+                    )
+
+        h = self._solve(step, u, h0, mode, jac_fn)
         return self.readout(h, xs).to(x.dtype), h[:, -1].clone()
 
-    def _solve(self, step, u: Any, h0: Tensor, mode: str) -> Tensor:
+    def _newton_cell(self, h0: Tensor) -> tuple[Any, Any] | None:
+        """A faster ``(cell, value_and_jacobian)`` pair for mode ``"newton"`` on tensors
+        like ``h0``, or None to use :meth:`cell` with torch.func Jacobians. Layers with
+        native kernels override this (dispatching on device and dtype only)."""
+        return None
+
+    def _solve(self, step, u: Any, h0: Tensor, mode: str, jac_fn=None) -> Tensor:
         if mode == "newton":
             h, info = newton_solve(
                 step,
@@ -167,6 +191,7 @@ class CellLayer(RecurrentLayer):
                 omega=self.newton_omega,
                 init=self.newton_init,
                 fallback=self.newton_fallback,
+                jacobian_fn=jac_fn,
             )
             self.newton_info = info
             return h

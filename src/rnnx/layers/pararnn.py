@@ -63,8 +63,12 @@ def _lib() -> ctypes.CDLL | None:
             getattr(lib, f"rnnx_paragru_bwd_{sfx}").argtypes = [_P] * 9 + [_I] * 3 + [_N]
             getattr(lib, f"rnnx_paralstm_fwd_{sfx}").argtypes = [_P] * 6 + [_I] * 3 + [_N]
             getattr(lib, f"rnnx_paralstm_bwd_{sfx}").argtypes = [_P] * 11 + [_I] * 3 + [_N]
+            getattr(lib, f"rnnx_paragru_cell_{sfx}").argtypes = [_P] * 5 + [_I] * 2 + [_N]
+            getattr(lib, f"rnnx_paragru_cell_vjp_{sfx}").argtypes = [_P] * 7 + [_I] * 2 + [_N]
+            getattr(lib, f"rnnx_paralstm_cell_{sfx}").argtypes = [_P] * 6 + [_I] * 2 + [_N]
+            getattr(lib, f"rnnx_paralstm_cell_vjp_{sfx}").argtypes = [_P] * 9 + [_I] * 2 + [_N]
             for kind in ("gru", "lstm"):
-                for d in ("fwd", "bwd"):
+                for d in ("fwd", "bwd", "cell", "cell_vjp"):
                     getattr(lib, f"rnnx_para{kind}_{d}_{sfx}").restype = None
         _configured[:] = [lib]
     return lib
@@ -136,6 +140,81 @@ class _FusedCell(torch.autograd.Function):
         return None, du, ga, gp, gs0, None
 
 
+def _rows(t: Tensor, width: int) -> Tensor:
+    """``t`` as contiguous rows ``(M, width)``: every leading index is one row."""
+    return t.reshape(-1, width).contiguous()
+
+
+def _cell_native(kind: str, hp: Tensor, u: Tensor, a: Tensor, p: Tensor | None, jac: bool):
+    """The cell at every leading index of ``hp`` (and, if ``jac``, its Jacobian)."""
+    lib = _lib()
+    sfx = _SFX[u.dtype]
+    H = u.shape[-1] // 3
+    n = hp.shape[-1]
+    h_rows, u_rows = _rows(hp, n), _rows(u, 3 * H)
+    M = h_rows.shape[0]
+    out = torch.empty_like(h_rows)
+    threads = torch.get_num_threads()
+    if kind == "gru":
+        J = torch.empty_like(h_rows) if jac else None
+        getattr(lib, f"rnnx_paragru_cell_{sfx}")(
+            u_rows.data_ptr(), a.data_ptr(), h_rows.data_ptr(), out.data_ptr(), _ptr(J),
+            M, H, threads,
+        )  # fmt: skip
+        J = None if J is None else J.view(hp.shape)
+    else:
+        J = h_rows.new_empty(M, H, 2, 2) if jac else None
+        getattr(lib, f"rnnx_paralstm_cell_{sfx}")(
+            u_rows.data_ptr(), a.data_ptr(), p.data_ptr(), h_rows.data_ptr(), out.data_ptr(),
+            _ptr(J), M, H, threads,
+        )  # fmt: skip
+        J = None if J is None else J.view(*hp.shape[:-1], H, 2, 2)
+    return out.view(hp.shape), J
+
+
+class _PointCell(torch.autograd.Function):
+    """The cell applied independently at every leading index (all steps at once), with
+    its native vector-Jacobian product: Newton's f evaluations and its one batched VJP."""
+
+    @staticmethod
+    def forward(ctx, kind, hp, u, a, p):  # type: ignore[override]
+        a = a.contiguous()
+        p = None if p is None else p.contiguous()
+        out, _ = _cell_native(kind, hp, u, a, p, jac=False)
+        ctx.kind = kind
+        ctx.shapes = (hp.shape, u.shape)
+        ctx.save_for_backward(hp, u, a, p)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        hp, u, a, p = ctx.saved_tensors
+        lib = _lib()
+        sfx = _SFX[u.dtype]
+        H = u.shape[-1] // 3
+        n = hp.shape[-1]
+        h_rows, u_rows, g_rows = _rows(hp, n), _rows(u, 3 * H), _rows(g, n)
+        M = h_rows.shape[0]
+        du = torch.empty_like(u_rows)
+        dhp = torch.empty_like(h_rows)
+        ga = torch.empty_like(a)
+        gp = None
+        threads = torch.get_num_threads()
+        if ctx.kind == "gru":
+            getattr(lib, f"rnnx_paragru_cell_vjp_{sfx}")(
+                u_rows.data_ptr(), a.data_ptr(), h_rows.data_ptr(), g_rows.data_ptr(),
+                du.data_ptr(), ga.data_ptr(), dhp.data_ptr(), M, H, threads,
+            )  # fmt: skip
+        else:
+            gp = torch.empty_like(p)
+            getattr(lib, f"rnnx_paralstm_cell_vjp_{sfx}")(
+                u_rows.data_ptr(), a.data_ptr(), p.data_ptr(), h_rows.data_ptr(),
+                g_rows.data_ptr(), du.data_ptr(), ga.data_ptr(), gp.data_ptr(), dhp.data_ptr(),
+                M, H, threads,
+            )  # fmt: skip
+        return None, dhp.view(hp.shape), du.view(u.shape), ga, gp
+
+
 class _ParaCell(CellLayer):
     """Shared parts of ParaGRU and ParaLSTM: parameters, init, the fused mode."""
 
@@ -187,6 +266,27 @@ class _ParaCell(CellLayer):
     def _peepholes(self) -> Tensor | None:
         return None
 
+    def _newton_cell(self, h0: Tensor):
+        """Native cell, VJP and Jacobian for mode ``"newton"`` (CPU, float32/float64):
+        the same function as :meth:`cell` (checked by the tests), one pass per call."""
+        if not fused_available(h0):
+            return None
+        kind, dtype = self._kind, h0.dtype
+
+        def params() -> tuple[Tensor, Tensor | None]:
+            p = self._peepholes()
+            return self.a.to(dtype), None if p is None else p.to(dtype)
+
+        def cell(h: Tensor, u: Tensor) -> Tensor:
+            return _PointCell.apply(kind, h, u, *params())
+
+        def value_and_jacobian(h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+            a, p = params()
+            with torch.no_grad():
+                return _cell_native(kind, h, u, a.contiguous(), p, jac=True)
+
+        return cell, value_and_jacobian
+
     def _forward(self, x, state, *, mode, lengths, dt):
         if mode != "fused":
             return super()._forward(x, state, mode=mode, lengths=lengths, dt=dt)
@@ -199,7 +299,9 @@ class _ParaCell(CellLayer):
         B, L, _ = u.shape
         s0v = s0 if self._slots == 1 else s0.view(B, self.hidden_size, 2)
         lens = None if lengths is None else lengths.to(torch.int64).contiguous()
-        s = _FusedCell.apply(self._kind, u, self.a, self._peepholes(), s0v, lens)
+        p = self._peepholes()
+        p = None if p is None else p.to(dtype)
+        s = _FusedCell.apply(self._kind, u, self.a.to(dtype), p, s0v, lens)
         h = s.reshape(B, L, self.state_size)
         return self.readout(h, xs).to(x.dtype), h[:, -1].clone()
 

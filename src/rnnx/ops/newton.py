@@ -331,6 +331,7 @@ def newton_solve(
     fallback: bool = True,
     state_size: int | None = None,
     backend: Backend = "auto",
+    jacobian_fn: Callable[[Tensor, Any], tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, NewtonInfo]:
     """All states of h_t = step_fn(h_{t-1}, x_t), t = 1..T, by Newton's method in parallel
     over time (ParaRNN, arXiv 2510.21450; DEER, arXiv 2309.12252).
@@ -359,6 +360,10 @@ def newton_solve(
             residual) warn with :class:`NewtonWarning` and return the sequential solve;
             with False, warn and return the last Newton iterate.
         backend: the :func:`rnnx.ops.scan` backend of the linear solves.
+        jacobian_fn: ``jacobian_fn(h_prev, x) -> (f, J)`` on whole trajectories, J in the
+            storage of ``structure`` (as :func:`jacobian` returns it), for cells with a
+            hand-written or native Jacobian; default: :func:`jacobian` (torch.func).
+            Called without autograd; gradients always go through ``step_fn``.
 
     Returns:
         ``(h, info)``: every state ``(batch, length, n)`` (the final state is
@@ -402,7 +407,11 @@ def newton_solve(
         h = _initial_guess(step_fn, xd, h0d, init, full, dtype)
 
         def f_and_jac(traj: Tensor) -> tuple[Tensor, Tensor]:
-            val, jac = jacobian(step_fn, _shift(traj, h0d), xd, st)
+            prev = _shift(traj, h0d)
+            if jacobian_fn is not None:
+                val, jac = jacobian_fn(prev, xd)
+            else:
+                val, jac = jacobian(step_fn, prev, xd, st)
             return _check_step_output(val, full, dtype), jac.to(dtype)
 
         val, jac = f_and_jac(h)

@@ -405,9 +405,13 @@ def newton_solve(
         xd = unflatten([t.detach() for t in leaves], spec)
         h0d = h0.detach()
         h = _initial_guess(step_fn, xd, h0d, init, full, dtype)
+        # The previous states (h_0, h_1, ..., h_{T-1}), rewritten in place each iteration
+        # (no fresh allocation per iteration; f's results never alias it past their use).
+        prev = torch.empty(full, dtype=dtype, device=h0d.device)
+        prev[:, 0] = h0d
 
         def f_and_jac(traj: Tensor) -> tuple[Tensor, Tensor]:
-            prev = _shift(traj, h0d)
+            prev[:, 1:] = traj[:, :-1]
             if jacobian_fn is not None:
                 val, jac = jacobian_fn(prev, xd)
             else:
@@ -417,7 +421,7 @@ def newton_solve(
         val, jac = f_and_jac(h)
         while True:
             r = val - h
-            res = float(r.abs().max())
+            res = float(torch.linalg.vector_norm(r, float("inf")))
             info.residuals.append(res)
             if res <= tol:
                 info.converged = True
@@ -425,7 +429,7 @@ def newton_solve(
             if not math.isfinite(res) or info.iterations >= max_iter:
                 break
             dh, _ = scan(jac, r, structure=st, backend=backend)
-            h = h + omega * dh if omega != 1.0 else h + dh
+            h.add_(dh, alpha=omega)
             info.iterations += 1
             val, jac = f_and_jac(h)
 
@@ -444,7 +448,7 @@ def newton_solve(
         return val, info
     # One evaluation under autograd at the solution; gradients arriving at y are turned
     # into the adjoint lambda before flowing into f's parameters, x and h0.
-    y = step_fn(torch.cat([h0.unsqueeze(1), h[:, :-1]], 1), x)
+    y = step_fn(_shift(h, h0), x)
     y = _check_step_output(y, full, dtype)
     if not y.requires_grad:
         return val, info
@@ -459,10 +463,11 @@ def _initial_guess(
         if not isinstance(guess, Tensor) or tuple(guess.shape) != full:
             got = fmt_shape(guess.shape) if isinstance(guess, Tensor) else type(guess).__name__
             raise ValueError(f"init: expected a tensor of shape {fmt_shape(full)}, got {got}")
-        return guess.to(dtype)
+        return guess.to(dtype, copy=True)  # updated in place: never the caller's tensor
     if init == "zeros":
         return torch.zeros(full, dtype=dtype, device=h0.device)
     if init == "one_step":
         prev = h0.unsqueeze(1).expand(full)
-        return _check_step_output(step_fn(prev, x), full, dtype)
+        # a copy: the trajectory is updated in place and f may return a view of its input
+        return _check_step_output(step_fn(prev, x), full, dtype).clone()
     raise ValueError(f"init: expected 'zeros', 'one_step' or a callable, got {init!r}")

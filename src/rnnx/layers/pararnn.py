@@ -24,7 +24,9 @@ Modes (all compute the same function; the test matrix checks it):
   runs its own loop since the recurrence is elementwise. Other devices, or a missing
   compiler, run the Python loop;
 * ``"newton"``: Newton's method over the whole sequence (:func:`rnnx.ops.newton_solve`),
-  each iteration one :func:`rnnx.ops.scan`; gradients by the adjoint scan.
+  each iteration one :func:`rnnx.ops.scan`; gradients by the adjoint scan. On CPU the
+  cell, its Jacobian and its vector-Jacobian product at all (batch, step) at once are
+  native kernels (one pass each); elsewhere :meth:`cell` with torch.func Jacobians.
 
 Initialisation as in the paper's code: recurrent vectors ~ N(0, (2 / sqrt(5 H))^2),
 input weights Xavier-uniform, biases zero except the first gate's (update gate z of

@@ -158,3 +158,52 @@ def require_probability(name: str, value: float) -> float:
     if not (0.0 <= float(value) < 1.0):
         raise ValueError(f"{name}: expected a value in [0, 1), got {value}")
     return float(value)
+
+
+def diagonal_mimo(
+    u: Tensor,
+    state: Tensor,
+    lengths: Tensor | None,
+    dA: Tensor,
+    dB: Tensor,
+    B: Tensor,
+    C: Tensor,
+    *,
+    out_scale: float,
+    mode: str,
+) -> tuple[Tensor, Tensor]:
+    """A complex diagonal MIMO SSM (S5, LRU): x_k = Ā x_{k-1} + B̄ u_k, y = s Re(C x).
+
+    Args:
+        u: ``(B, L, H)`` real; state: ``(B, P)`` complex.
+        dA: Ā, ``(P,)`` or ``(B, 1|L, P)``; dB: per-mode input scale, same shapes
+            (B̄ = dB ⊙ B).
+        B: ``(P, H)`` complex; C: ``(H, P)`` complex.
+        out_scale: s (2 when one of each conjugate pair is stored, else 1).
+        mode: ``"scan"`` (:func:`rnnx.ops.scan`, native complex kernel on CPU) or
+            ``"recurrent"`` (a loop over time).
+
+    Returns:
+        ``(y (B, L, H), state after lengths[b] steps)``.
+    """
+    from rnnx.ops.scan import scan
+
+    Bu = torch.einsum("blh,ph->blp", zero_padding(u, lengths).to(B.dtype), B)
+    b = dB * Bu
+    if mode == "scan":
+        h, _ = scan(dA, b, state)
+        last = last_valid(h, lengths, state)
+    else:
+        Bsz, L, P = b.shape
+        a = dA.expand(Bsz, L, P)
+        mask = valid_mask(lengths, L, u.device)
+        s, hs = state, []
+        for t, (a_t, b_t) in enumerate(zip(a.unbind(1), b.unbind(1))):
+            s_new = a_t * s + b_t
+            if mask is not None:
+                s_new = torch.where(mask[:, t : t + 1], s_new, s)
+            s = s_new
+            hs.append(s)
+        h, last = torch.stack(hs, 1), s
+    y = out_scale * torch.einsum("blp,hp->blh", h, C).real
+    return y, last

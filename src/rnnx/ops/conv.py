@@ -121,8 +121,13 @@ def fft_conv(u: Tensor, k: Tensor | None, k_rev: Tensor | None = None) -> Tensor
 # --------------------------------------------------------------------------- Vandermonde
 
 
-def _vander_positions(start: int, stop: int, like: Tensor, offset: int) -> Tensor:
-    return torch.arange(start + offset, stop + offset, device=like.device, dtype=like.real.dtype)
+def _positions(n: int, like: Tensor) -> Tensor:
+    return torch.arange(n, device=like.device, dtype=like.real.dtype)
+
+
+# Within a chunk starting at position s, exp(w (s + i)) = exp(w s) exp(w i): the block
+# exp(w i) of one chunk is computed once and the shift exp(w s) folds into the
+# coefficients, so a chunk costs one complex matrix product and N exponentials.
 
 
 class _VandermondeKernel(torch.autograd.Function):
@@ -133,11 +138,12 @@ class _VandermondeKernel(torch.autograd.Function):
         c, w = torch.broadcast_tensors(coef, log_base)
         batch, N = c.shape[:-1], c.shape[-1]
         chunk = _chunk_len(max(1, math.prod(batch)) * N, length)
+        block = torch.exp(w.unsqueeze(-1) * _positions(chunk, w))  # (..., N, chunk)
         out = torch.empty((*batch, length), dtype=c.real.dtype, device=c.device)
         for s in range(0, length, chunk):
             e = min(length, s + chunk)
-            vander = torch.exp(w.unsqueeze(-1) * _vander_positions(s, e, w, offset))
-            out[..., s:e] = 2 * torch.einsum("...n,...nl->...l", c, vander).real
+            shifted = c * torch.exp(w * (s + offset))
+            out[..., s:e] = 2 * (shifted.unsqueeze(-2) @ block[..., : e - s]).squeeze(-2).real
         ctx.save_for_backward(coef, log_base)
         ctx.length, ctx.offset, ctx.chunk = length, offset, chunk
         return out
@@ -147,23 +153,27 @@ class _VandermondeKernel(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         coef, log_base = ctx.saved_tensors
         c, w = torch.broadcast_tensors(coef, log_base)
+        chunk = ctx.chunk
+        pos = _positions(chunk, w)
+        block_c = torch.exp(w.unsqueeze(-1) * pos).conj().resolve_conj().transpose(-1, -2)
+        block_c = block_c.contiguous()  # (..., chunk, N), conjugated once
         gc = torch.zeros_like(c)
         gw_inner = torch.zeros_like(c)
         g = g.to(c.dtype)
-        for s in range(0, ctx.length, ctx.chunk):
-            e = min(ctx.length, s + ctx.chunk)
-            pos = _vander_positions(s, e, w, ctx.offset)
-            vander_c = torch.exp(w.unsqueeze(-1) * pos).conj()
-            gs = g[..., s:e]
-            gc += torch.einsum("...l,...nl->...n", gs, vander_c)
-            gw_inner += torch.einsum("...l,...nl->...n", gs * pos, vander_c)
-        gc = 2 * gc
-        gw = 2 * c.conj() * gw_inner
+        for s in range(0, ctx.length, chunk):
+            e = min(ctx.length, s + chunk)
+            p = s + ctx.offset
+            shift_c = torch.exp(w * p).conj()
+            gs = g[..., s:e].unsqueeze(-2)  # (..., 1, l)
+            gl = (gs @ block_c[..., : e - s, :]).squeeze(-2)
+            gpl = ((gs * pos[: e - s]) @ block_c[..., : e - s, :]).squeeze(-2)
+            gc += shift_c * gl
+            gw_inner += shift_c * (gpl + p * gl)
         grads = [None, None]
         if ctx.needs_input_grad[0]:
-            grads[0] = gc.sum_to_size(coef.shape)
+            grads[0] = (2 * gc).sum_to_size(coef.shape)
         if ctx.needs_input_grad[1]:
-            grads[1] = gw.sum_to_size(log_base.shape)
+            grads[1] = (2 * c.conj() * gw_inner).sum_to_size(log_base.shape)
         return grads[0], grads[1], None, None
 
 
@@ -186,7 +196,10 @@ def vandermonde_kernel(coef: Tensor, log_base: Tensor, length: int, *, offset: i
 
 
 class _VandermondeTransposed(torch.autograd.Function):
-    """S_n = Σ_l x_l exp(w_n (L - 1 - l)) for real x (..., L), chunked over l."""
+    """S_n = Σ_l x_l exp(w_n (L - 1 - l)) for real x (..., L), chunked over l.
+
+    For the chunk [s, e): exp(w (L-1-l)) = exp(w (L-e)) exp(w (e-1-l)).
+    """
 
     @staticmethod
     def forward(ctx, x, w):  # type: ignore[override]
@@ -194,12 +207,13 @@ class _VandermondeTransposed(torch.autograd.Function):
         batch = torch.broadcast_shapes(x.shape[:-1], w.shape[:-1])
         N = w.shape[-1]
         chunk = _chunk_len(max(1, math.prod(w.shape[:-1])) * N, L)
+        block = torch.exp(w.unsqueeze(-1) * _positions(chunk, w).flip(0))  # exponent chunk-1..0
         out = torch.zeros((*batch, N), dtype=w.dtype, device=w.device)
         xc = x.to(w.dtype)
         for s in range(0, L, chunk):
             e = min(L, s + chunk)
-            vander = torch.exp(w.unsqueeze(-1) * _vander_positions(L - e, L - s, w, 0).flip(0))
-            out += (vander @ xc[..., s:e].unsqueeze(-1)).squeeze(-1)
+            part = (block[..., chunk - (e - s) :] @ xc[..., s:e].unsqueeze(-1)).squeeze(-1)
+            out += torch.exp(w * (L - e)) * part
         ctx.save_for_backward(x, w)
         ctx.chunk = chunk
         return out
@@ -209,18 +223,24 @@ class _VandermondeTransposed(torch.autograd.Function):
     def backward(ctx, g):  # type: ignore[override]
         x, w = ctx.saved_tensors
         L = x.shape[-1]
+        chunk = ctx.chunk
+        rel = _positions(chunk, w).flip(0)  # e-1-l within a full chunk
+        block_c = torch.exp(w.unsqueeze(-1) * rel).conj().resolve_conj()  # (..., N, chunk)
         gx = torch.empty(
             torch.broadcast_shapes(x.shape, (*g.shape[:-1], L)), dtype=x.dtype, device=x.device
         )
         gw = torch.zeros_like(g)
         xc = x.to(w.dtype)
-        for s in range(0, L, ctx.chunk):
-            e = min(L, s + ctx.chunk)
-            pos = _vander_positions(L - e, L - s, w, 0).flip(0)
-            vander_c = torch.exp(w.unsqueeze(-1) * pos).conj()  # (..., N, l)
-            # x real: dS/dx_l = E_l, so the gradient is Re(Σ_n g_n conj(E_nl))
-            gx[..., s:e] = (g.unsqueeze(-2) @ vander_c).squeeze(-2).real
-            gw += g * (vander_c @ (xc[..., s:e] * pos).conj().unsqueeze(-1)).squeeze(-1)
+        for s in range(0, L, chunk):
+            e = min(L, s + chunk)
+            n = e - s
+            base = L - e
+            gshift = g * torch.exp(w * base).conj()  # (..., N)
+            bc = block_c[..., chunk - n :]
+            # x real: dS/dx_l = E_nl, so the gradient is Re(Σ_n g_n conj(E_nl))
+            gx[..., s:e] = (gshift.unsqueeze(-2) @ bc).squeeze(-2).real
+            xp = xc[..., s:e] * (rel[chunk - n :] + base)  # x_l (L-1-l)
+            gw += gshift * (bc @ xp.unsqueeze(-1)).squeeze(-1)
         grads = [None, None]
         if ctx.needs_input_grad[0]:
             grads[0] = gx.sum_to_size(x.shape)
@@ -282,7 +302,7 @@ class _Cauchy(torch.autograd.Function):
         for a in range(0, K, ctx.chunk):
             b = min(K, a + ctx.chunk)
             sk = s[..., None, a:b]
-            Rc = (1 / (z[..., None, a:b] - sk * w[..., :, None])).conj()  # (..., N, k)
+            Rc = (1 / (z[..., None, a:b] - sk * w[..., :, None])).conj().resolve_conj()
             gk = g[..., a:b]
             if need[0]:
                 gv += gk @ Rc.transpose(-1, -2)
@@ -417,41 +437,58 @@ def _chunk_powers(dA: Tensor, T: int) -> Tensor:
     return power
 
 
+def _row_powers(C: Tensor, step: Tensor, n: int) -> Tensor:
+    """[C, C S, C S², …, C S^{n-1}] stacked on dim -3, by repeated squaring of S.
+
+    C: ``(..., M, N)``; step S: ``(..., N, N)``. Returns ``(..., n, M, N)``.
+    """
+    M = C.shape[-2]
+    R = C  # (..., k M, N): (k, M) flattened, so that no operand is expanded over k
+    power = step
+    while R.shape[-2] < n * M:
+        R = torch.cat([R, R @ power], -2)
+        if R.shape[-2] < n * M:
+            power = power @ power
+    return R[..., : n * M, :].unflatten(-2, (-1, M))
+
+
 def krylov_kernel(
     C: Tensor, dA: Tensor, dB: Tensor, length: int, *, chunk: int = KRYLOV_CHUNK
 ) -> Tensor:
-    """K_l = C Ā^l B̄ for l < L (M output channels), in chunks of ``chunk`` steps.
+    """K_l = C Ā^l B̄ for l < L (M output channels), in chunks of T = ``chunk`` steps.
 
-    The Krylov block X = [B̄, …, Ā^{T-1}B̄] of one chunk comes from :func:`krylov`;
-    chunk j is (C Ā^{jT}) X, and the row vectors move on by one product with Ā^T.
-    O(log T + L/T) matrix products; memory O(N T + M L), never O(N L).
+    Both factors come from repeated squaring: the Krylov block of one chunk,
+    X = [B̄, …, Ā^{T-1}B̄] (:func:`krylov`), and the rows C Ā^{jT} of every chunk j
+    (squaring Ā^T). Chunk j of the kernel is (C Ā^{jT}) X, all chunks in one batched
+    product: O(log L) matrix products in all, memory O(N T + N M L/T + M L), never
+    an N x L matrix.
 
     Args:
-        C: ``(..., M, N)``; dA: ``(..., N, N)``; dB: ``(..., N)`` (broadcastable).
+        C: ``(..., M, N)``; dA: ``(..., N, N)``; dB: ``(..., N)`` (broadcastable; e.g.
+            a B̄ per batch element gives the response to a batch of initial states).
         chunk: a power of two.
 
     Returns:
         ``(..., M, L)``.
     """
     T = min(_fft_size(length), _fft_size(chunk))
+    n = -(-length // T)
     X = krylov(dA, dB, T)  # (..., N, T)
-    step = _chunk_powers(dA, T) if length > T else None
-    out = []
-    row = C
-    for s in range(0, length, T):
-        e = min(length, s + T)
-        out.append(row @ X[..., : e - s])
-        if e < length:
-            row = row @ step
-    return torch.cat(out, -1)
+    if n == 1:
+        return (C @ X)[..., :length]
+    rows = _row_powers(C, _chunk_powers(dA, T), n)  # (..., n, M, N)
+    K = rows.flatten(-3, -2) @ X  # (..., n M, T)
+    return K.unflatten(-2, (n, -1)).movedim(-3, -2).flatten(-2)[..., :length]
 
 
 def krylov_state(dA: Tensor, dB: Tensor, u: Tensor, *, chunk: int = KRYLOV_CHUNK) -> Tensor:
     """The state after a sequence from a zero state: x_L = Σ_s Ā^{L-1-s} B̄ u_s.
 
-    Horner's rule over chunks of T steps: x ← Ā^T x + X flip(u_chunk), with the Krylov
-    block X of :func:`krylov`. The sequence is padded with zeros at its *start* to a
-    multiple of T (zeros before the first step leave a zero state unchanged).
+    Time is cut into n chunks of T steps (padded with zeros at the *start*, which
+    leave a zero state unchanged). Each chunk's own contribution is X flip(u_chunk)
+    with the Krylov block X of :func:`krylov`, all chunks in one product; the chunks
+    are then combined pairwise, x = Ā^{T'} x_older + x_newer with T' doubling per
+    level (a tree of log2 n levels, not a loop over chunks).
 
     Args:
         dA: ``(..., N, N)``; dB: ``(..., N)``; u: ``(..., L)`` real (leading
@@ -463,17 +500,21 @@ def krylov_state(dA: Tensor, dB: Tensor, u: Tensor, *, chunk: int = KRYLOV_CHUNK
     L = u.shape[-1]
     T = min(_fft_size(L), _fft_size(chunk))
     X = krylov(dA, dB, T)  # (..., N, T)
-    pad = (-L) % T
+    n = _fft_size(-(-L // T))  # a power of two number of chunks
+    pad = n * T - L
     if pad:
         u = torch.nn.functional.pad(u, (pad, 0))
-    n = u.shape[-1] // T
-    u = u.to(X.dtype).unflatten(-1, (n, T)).flip(-1)  # (..., n, T), newest first
-    step = _chunk_powers(dA, T) if n > 1 else None
-    x = None
-    for j in range(n):
-        local = (X @ u[..., j, :].unsqueeze(-1)).squeeze(-1)
-        x = local if x is None else (step @ x.unsqueeze(-1)).squeeze(-1) + local
-    return x
+    u = u.to(X.dtype).unflatten(-1, (n, T)).flip(-1)  # (..., n, T), newest step first
+    x = (X @ u.transpose(-1, -2)).transpose(-1, -2)  # (..., n, N)
+    if n == 1:
+        return x[..., 0, :]
+    power = _chunk_powers(dA, T)
+    while x.shape[-2] > 1:
+        older, newer = x[..., 0::2, :], x[..., 1::2, :]
+        x = older @ power.transpose(-1, -2) + newer
+        if x.shape[-2] > 1:
+            power = power @ power
+    return x[..., 0, :]
 
 
 def matrix_power_apply(dA: Tensor, n: Tensor, x: Tensor) -> Tensor:

@@ -251,3 +251,14 @@ def test_native_disabled_by_environment(monkeypatch):
         assert_close(scan(a, b, h0)[0], scan_reference(a, b, h0)[0], rtol=1e-12)
     finally:
         _native.reset()
+
+
+def test_native_works_again_after_reset():
+    """_native.reset() makes the next call load the library as a new ctypes object, whose
+    functions need their argument types set again (else 64-bit pointers become C ints)."""
+    if not scan_module.native_available():
+        pytest.skip("native scan kernel unavailable here")
+    _native.reset()
+    a, b, h0 = _case(Diagonal(), "full", torch.float64)
+    h, _ = scan(a, b, h0, backend="native")
+    assert_close(h, scan_reference(a, b, h0)[0], rtol=1e-12)

@@ -81,20 +81,23 @@ def test_modes_agree_to_1e10_in_float64(name, mode):
         assert_close(a, b, rtol=1e-10, what=f"{name} {mode} gradient {i}")
 
 
-@pytest.mark.parametrize(("name", "mode"), _other_modes(FAMILY))
-def test_modes_agree_to_1e4_in_float32(name, mode):
+@pytest.mark.parametrize("name", FAMILY)
+def test_modes_agree_to_1e4_in_float32(name):
     """Default state size (64), float32: every mode within 1e-4 (relative to the output's
     scale) of the recurrent reference, outputs, final state and input gradient."""
     torch.manual_seed(0)
     layer = layers.get(name)(8).eval()
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(2, 300, 8, generator=g)
+    x = torch.randn(2, 200, 8, generator=g)
     s0 = _state_like(layer, 2).to(layer.init_state(1).dtype)
     y_ref, s_ref, g_ref = _run(layer, layer.reference_mode, x, s0)
-    y, s, gr = _run(layer, mode, x, s0)
-    assert_close(y, y_ref, rtol=1e-4, what=f"{name} {mode} output")
-    assert_close(s, s_ref, rtol=1e-4, what=f"{name} {mode} state")
-    assert_close(gr[0], g_ref[0], rtol=1e-4, what=f"{name} {mode} input gradient")
+    for mode in layer.modes:
+        if mode == layer.reference_mode:
+            continue
+        y, s, gr = _run(layer, mode, x, s0)
+        assert_close(y, y_ref, rtol=1e-4, what=f"{name} {mode} output")
+        assert_close(s, s_ref, rtol=1e-4, what=f"{name} {mode} state")
+        assert_close(gr[0], g_ref[0], rtol=1e-4, what=f"{name} {mode} input gradient")
 
 
 # ----------------------------------------------------------------------------- continuous time

@@ -201,28 +201,37 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
     def _recurrent(self, u, state, lengths, dt):
         step = _ssm.steps(self.log_dt, dt)
         dA, dB = self.discretized(step)  # (H,N,N) | (B,1|L,H,N,N)
-        Bsz, L, H = u.shape
-        N, M = self.d_state, self.channels
-        dA, dB = dA.expand(Bsz, L, H, N, N), dB.expand(Bsz, L, H, N)
+        L = u.shape[1]
+        M = self.channels
         mask = _ssm.valid_mask(lengths, L, u.device)
-        Cf = self.C[:, :M].to(u.dtype)
-        s = state
-        ys = []
-        for t, (a_t, b_t, u_t) in enumerate(zip(dA.unbind(1), dB.unbind(1), u.unbind(1))):
-            s_new = (a_t @ s.unsqueeze(-1)).squeeze(-1) + b_t * u_t.unsqueeze(-1)
-            if mask is not None:
-                s_new = torch.where(mask[:, t].view(-1, 1, 1), s_new, s)
-            s = s_new
-            ys.append(torch.einsum("bhn,hmn->bhm", s, Cf))
+
+        def at(t):  # Ā, B̄ of step t, without copying a time-invariant Ā per step
+            if dA.dim() == 3:
+                return dA, dB
+            i = t if dA.shape[1] > 1 else 0
+            return dA[:, i], dB[:, i]
+
+        def move(a, s):  # Ā s for Ā (H, N, N) or (B, H, N, N), s (B, H, N)
+            if a.dim() == 3:
+                return torch.einsum("hnm,bhm->bhn", a, s)
+            return torch.einsum("bhnm,bhm->bhn", a, s)
+
+        def run(order, s, C, masked):
+            ys = []
+            for t in order:
+                a_t, b_t = at(t)
+                s_new = move(a_t, s) + b_t * u[:, t].unsqueeze(-1)
+                if masked and mask is not None:
+                    s_new = torch.where(mask[:, t].view(-1, 1, 1), s_new, s)
+                s = s_new
+                ys.append(torch.einsum("bhn,hmn->bhm", s, C))
+            return ys, s
+
+        ys, s = run(range(L), state, self.C[:, :M].to(u.dtype), True)
         y = torch.stack(ys, 1)
         if self.bidirectional:
-            Cb = self.C[:, M:].to(u.dtype)
-            sb = torch.zeros_like(state)
-            back = []
-            for a_t, b_t, u_t in zip(dA.unbind(1)[::-1], dB.unbind(1)[::-1], u.unbind(1)[::-1]):
-                sb = (a_t @ sb.unsqueeze(-1)).squeeze(-1) + b_t * u_t.unsqueeze(-1)
-                back.append(torch.einsum("bhn,hmn->bhm", sb, Cb))
-            y = y + torch.stack(back[::-1], 1)
+            back, _ = run(range(L - 1, -1, -1), torch.zeros_like(state), self.C[:, M:], False)
+            y = y + torch.stack(back[::-1], 1).to(y.dtype)
         return y, s
 
     # ------------------------------------------------------------------ scan

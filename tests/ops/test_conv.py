@@ -17,6 +17,7 @@ from rnnx.ops.conv import (
     fft_conv,
     krylov,
     krylov_kernel,
+    krylov_response,
     krylov_state,
     matrix_power_apply,
     vandermonde_kernel,
@@ -183,6 +184,17 @@ def test_krylov_and_chunked_kernel_match_powers():
         [(Cr @ torch.linalg.matrix_power(dA, l) @ x0.unsqueeze(-1))[..., 0] for l in range(L)], -1
     )
     assert_close(resp, ref, rtol=1e-12)
+
+
+def test_krylov_response_matches_powers():
+    """y_l = C Ā^l x0 for a batch of initial states, shared left factor, chunked."""
+    _, _, _, _, Cr, _, dA, _ = _s4_system()
+    x0 = torch.randn(3, 2, 8, dtype=f64)
+    ref = torch.stack(
+        [(Cr @ torch.linalg.matrix_power(dA, l) @ x0.unsqueeze(-1))[..., 0] for l in range(23)], -1
+    )
+    for chunk in (4, 8, 256):
+        assert_close(krylov_response(Cr, dA, x0, 23, chunk=chunk), ref, rtol=1e-12)
 
 
 def test_krylov_state_and_matrix_power_apply():

@@ -120,9 +120,15 @@ class GLUOutput(nn.Module):
 
 
 class BidirectionalMixin:
-    """Forbids what a non-causal layer cannot do: carry a state across calls, step."""
+    """Forbids what a non-causal layer cannot do: carry a state across calls, step.
+
+    Also records whether ``forward`` was called without a state (``_fresh_state``):
+    the convolutional view then skips the response to the (zero) initial state, which
+    costs as much as the final state and adds exactly zero.
+    """
 
     bidirectional: bool
+    _fresh_state: bool = False
 
     def _non_causal(self) -> str:
         return (
@@ -136,7 +142,11 @@ class BidirectionalMixin:
                 f"state: {self._non_causal()}, so it cannot continue from a state; call it "
                 "on the whole sequence with state=None (or build it with bidirectional=False)"
             )
-        return super().forward(x, state, lengths=lengths, dt=dt)  # type: ignore[misc]
+        self._fresh_state = state is None
+        try:
+            return super().forward(x, state, lengths=lengths, dt=dt)  # type: ignore[misc]
+        finally:
+            self._fresh_state = False
 
     def step(self, x_chunk: Tensor, state: Any = None, *, dt=None):
         if self.bidirectional:
@@ -188,7 +198,11 @@ def diagonal_mimo(
     """
     from rnnx.ops.scan import scan
 
-    Bu = torch.einsum("blh,ph->blp", zero_padding(u, lengths).to(B.dtype), B)
+    # B u and Re(C x) as real matrix products on interleaved (re, im) views: no complex
+    # copy of u, and view_as_complex / view_as_real cost nothing.
+    P, H = B.shape
+    W_B = torch.view_as_real(B).transpose(1, 2).reshape(2 * P, H)  # rows re_0, im_0, re_1, ...
+    Bu = torch.view_as_complex((zero_padding(u, lengths) @ W_B.T).unflatten(-1, (P, 2)))
     b = dB * Bu
     if mode == "scan":
         h, _ = scan(dA, b, state)
@@ -205,5 +219,6 @@ def diagonal_mimo(
             s = s_new
             hs.append(s)
         h, last = torch.stack(hs, 1), s
-    y = out_scale * torch.einsum("blp,hp->blh", h, C).real
+    W_C = torch.stack([C.real, -C.imag], -1).reshape(C.shape[0], 2 * P)  # Re(C h) = W_C [h]
+    y = torch.view_as_real(h).flatten(-2) @ (out_scale * W_C).T
     return y, last

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from rnnx._checks import require_positive_int
 from rnnx.layers import _ssm
 from rnnx.layers.base import RecurrentLayer, register
-from rnnx.ops.conv import fft_conv, krylov_kernel, krylov_state, matrix_power_apply
+from rnnx.ops.conv import fft_conv, krylov_kernel, krylov_response, krylov_state, matrix_power_apply
 from rnnx.ops.scan import scan
 from rnnx.ssm.discretize import Discretization, as_discretization, bilinear_dense, zoh_dense
 from rnnx.ssm.hippo import Measure, as_measure, hippo
@@ -175,6 +175,15 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
             return zoh_dense(A, B, step)
         return bilinear_dense(A, B, step)
 
+    def kernel(self, length: int, dt: float = 1.0) -> Tensor:
+        """The convolution kernel K_l = C Ā^l B̄ for l < length, with the step Δ·dt.
+
+        Returns ``(d_model, channels, length)`` (``2 * channels`` when bidirectional: the
+        backward direction's kernels last), in the parameters' dtype.
+        """
+        step = torch.exp(self.log_dt) * float(dt)
+        return self._conv_parts(length, step, cacheable=dt == 1.0)[2]
+
     def _mix(self, y: Tensor, u: Tensor) -> Tensor:
         """(B, L, H, M) SSM channels + D u -> GELU -> linear -> (B, L, H)."""
         y = y + u.unsqueeze(-1) * self.D
@@ -276,9 +285,9 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
         u_t = u.transpose(1, 2)  # (B, H, L)
         k_rev = K[..., M:, :] if self.bidirectional else None
         y = fft_conv(u_t.unsqueeze(-2), K[..., :M, :], k_rev)  # (B, H, M, L)
-        # the initial state's contribution: y_l += C Ā^l (Ā x0)
-        Ax0 = (dA @ state.unsqueeze(-1)).squeeze(-1)
-        y = y + krylov_kernel(self.C[:, :M].to(u.dtype), dA, Ax0, L)
+        if not self._fresh_state:  # the initial state's contribution: C Ā^l (Ā x0)
+            Ax0 = torch.einsum("...ij,...j->...i", dA, state)
+            y = y + krylov_response(self.C[:, :M].to(u.dtype), dA, Ax0, L)
         n = torch.full((Bsz,), L, device=u.device) if lengths is None else lengths
         last = krylov_state(dA, dB, _ssm.right_align(u_t, lengths))
         last = last + matrix_power_apply(dA, n, state)

@@ -43,7 +43,7 @@ from rnnx.layers.base import RecurrentLayer, register
 from rnnx.ops.conv import (
     dplr_bilinear_kernel,
     fft_conv,
-    krylov_kernel,
+    krylov_response,
     krylov_state,
     matrix_power_apply,
 )
@@ -281,8 +281,9 @@ class S4(_ssm.BidirectionalMixin, RecurrentLayer):
         k_rev = K[..., M:, :] if self.bidirectional else None
         y = fft_conv(u_t.unsqueeze(-2), K[..., :M, :], k_rev)  # (B, H, M, L)
         z0 = half_to_real(state)
-        Az0 = (dA @ z0.unsqueeze(-1)).squeeze(-1)
-        y = y + krylov_kernel(Cr[:, :M], dA, Az0, L)
+        if not self._fresh_state:  # the initial state's contribution: C Ā^l (Ā x0)
+            Az0 = torch.einsum("...ij,...j->...i", dA, z0)
+            y = y + krylov_response(Cr[:, :M], dA, Az0, L)
         n = torch.full((Bsz,), L, device=u.device) if lengths is None else lengths
         last = krylov_state(dA, dB, _ssm.right_align(u_t, lengths))
         last = last + matrix_power_apply(dA, n, z0)

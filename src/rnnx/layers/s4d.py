@@ -230,8 +230,10 @@ class S4D(_ssm.BidirectionalMixin, RecurrentLayer):
         if self.bidirectional:
             k_rev = vandermonde_kernel(self._C_rev() * dB, dtA, L)
             y = y + causal_conv_fft(u.flip(1), k_rev).flip(1)
-        # the initial state's contribution: y_t += 2 Re(Σ_n C_n Ā_n^{t+1} s0_n)
-        y = y + vandermonde_kernel(C * s0, dtA, L, offset=1).transpose(1, 2)
+        # the initial state's contribution: y_t += 2 Re(Σ_n C_n Ā_n^{t+1} s0_n); zero
+        # (and skipped) when forward was called without a state
+        if not self._fresh_state:
+            y = y + vandermonde_kernel(C * s0, dtA, L, offset=1).transpose(1, 2)
         # final state: right-align each sequence so that its last valid step is at L-1
         n = torch.full((B,), L, device=u.device, dtype=torch.long) if lengths is None else lengths
         ut = u.transpose(1, 2)  # (B, H, L)

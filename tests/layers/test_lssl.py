@@ -107,3 +107,20 @@ def test_kernel_is_cached_when_frozen(monkeypatch):
 def test_bad_arguments(kw, err, match):
     with pytest.raises(err, match=match):
         LSSL(4, **kw)
+
+
+def test_decoding_reuses_the_discretisation_while_parameters_do_not_change(monkeypatch):
+    layer = _layer()
+    calls = []
+    real = LSSL.discretized
+    monkeypatch.setattr(LSSL, "discretized", lambda self, st: calls.append(1) or real(self, st))
+    x = torch.randn(2, 1, 3, dtype=f64)
+    with torch.no_grad():
+        _, s = layer.step(x)
+        y2, _ = layer.step(x, s)
+        assert len(calls) == 1
+        layer.log_dt.add_(0.1)  # an in-place update invalidates the cache
+        y3, _ = layer.step(x, s)
+        assert len(calls) == 2
+    ref, _ = layer.step(x, s)
+    assert_close(y3, ref, rtol=1e-12) and not torch.allclose(y2, y3)

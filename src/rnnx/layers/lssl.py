@@ -18,7 +18,8 @@ Modes (all compute the same function; the test matrix checks it):
 * ``"conv"``: y = K * u by FFT, with the kernel K_l = C Ā^l B̄ from the Krylov
   sequence computed by repeated squaring, chunked over time so that long sequences
   never hold an N x L matrix (:func:`rnnx.ops.conv.krylov_kernel`). When the SSM
-  parameters are frozen (or gradients are off) the kernel is cached per length.
+  parameters are frozen (or gradients are off) the kernel is cached per length, and
+  Ā, B̄ for decoding.
 * ``"scan"``: the recurrence x_k = Ā x_{k-1} + B̄ u_k by :func:`rnnx.ops.scan` with
   dense transitions (O(N^2) per step and feature).
 * ``"recurrent"``: the same recurrence as a Python loop (the reference, and the
@@ -143,6 +144,7 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
         self.dropout = nn.Dropout(_ssm.require_probability("dropout", dropout))
         self.out_proj = nn.Linear(H * M, H)
         self._kernel_cache: dict[str, Any] = {}
+        self._step_cache: dict[str, Any] = {}
 
     @classmethod
     def tiny_config(cls) -> dict[str, Any]:
@@ -209,7 +211,16 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
 
     def _recurrent(self, u, state, lengths, dt):
         step = _ssm.steps(self.log_dt, dt)
-        dA, dB = self.discretized(step)  # (H,N,N) | (B,1|L,H,N,N)
+        if dt is None:  # decoding: Ā, B̄ are cached while the parameters do not change
+            key = self._cache_key(0, step.dtype)
+            if key is not None and self._step_cache.get("key") == key:
+                dA, dB = self._step_cache["value"]
+            else:
+                dA, dB = self.discretized(step)
+                if key is not None:
+                    self._step_cache = {"key": key, "value": (dA, dB)}
+        else:
+            dA, dB = self.discretized(step)  # (H,N,N) | (B,1|L,H,N,N)
         L = u.shape[1]
         M = self.channels
         mask = _ssm.valid_mask(lengths, L, u.device)

@@ -48,11 +48,28 @@ def _peak_child(conn, target: str, kwargs: dict[str, Any]) -> None:
     torch.set_num_threads(kwargs.pop("_threads", torch.get_num_threads()))
     setup = fn(**kwargs)  # returns the callable to measure, after building its inputs
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss_kib()
     setup()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = _peak_rss_kib()
     conn.send((after - before) * 1024)
     conn.close()
+
+
+def _peak_rss_kib() -> int:
+    """This process's peak resident memory (KiB).
+
+    Linux's ``ru_maxrss`` survives ``exec``: a spawned child starts with the peak of the
+    parent it was forked from, so after the parent ran something large every child
+    measurement read 0. ``VmHWM`` belongs to the process's own address space.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def peak_memory(target: str, **kwargs: Any) -> int:

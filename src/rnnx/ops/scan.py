@@ -300,14 +300,14 @@ _NATIVE_DTYPES = {
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _INT = ctypes.c_int
-_configured: list[ctypes.CDLL] = []  # the library whose signatures are set
 
 
 def _lib() -> ctypes.CDLL | None:
     lib = _native.load("scan")
-    # Compare the library object itself: after rnnx._native.reset() a new library is
-    # loaded and needs its own signatures (a stale flag here would call it untyped).
-    if lib is not None and not any(c is lib for c in _configured):
+    # The argument types live on the CDLL object. After _native.reset() the library is
+    # loaded again as a new object whose functions must be typed again; untyped, ctypes
+    # would pass 64-bit pointers and sizes as C ints and the kernel would crash.
+    if lib is not None and not getattr(lib, "_rnnx_typed", False):
         for kind in ("diag", "block"):
             for sfx in _NATIVE_DTYPES.values():
                 if kind == "block" and sfx.startswith("c"):
@@ -351,7 +351,7 @@ def _lib() -> ctypes.CDLL | None:
                     _INT,
                 ]
                 adj.restype = None
-        _configured[:] = [lib]
+        lib._rnnx_typed = True
     return lib
 
 

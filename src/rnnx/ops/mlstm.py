@@ -1,0 +1,262 @@
+"""The mLSTM cell of xLSTM (Beck et al., arXiv 2405.04517), recurrent and chunked.
+
+A matrix memory with an exponential input gate, a sigmoid (or exponential) forget gate
+and a normaliser, kept finite by a max-stabiliser m (paper §2.3 and appendix)::
+
+    log f_t = logsigmoid(f̃_t)   (or f̃_t for the exponential forget gate)
+    m_t     = max(log f_t + m_{t-1}, ĩ_t)
+    C_t     = e^{log f_t + m_{t-1} − m_t} C_{t-1} + e^{ĩ_t − m_t} k_t v_tᵀ     (K, V)
+    n_t     = e^{log f_t + m_{t-1} − m_t} n_{t-1} + e^{ĩ_t − m_t} k_t          (K,)
+    h_t     = scale · C_tᵀ q_t / (max(|scale · n_tᵀ q_t|, e^{−m_t}) + eps)
+
+C and n are stored divided by e^{m_t} (the true memory is C_t e^{m_t}); h_t is the same
+as without the stabiliser (up to ``eps``), which only keeps the exponentials finite.
+
+Chunked form. Inside a chunk with incoming (C_0, n_0, m_0) and F_i = Σ_{l≤i} log f_l,
+the true memory at step i weighs the incoming state by F_i + m_0 and step j <= i by
+L_ij = F_i − F_j + ĩ_j (log space). Unrolling the recurrence shows that its stabiliser
+is exactly the largest of these weights:
+
+    m_i = max(F_i + m_0, max_{j≤i} L_ij),
+
+so the chunked form computes the very m_t, C_t, n_t of the recurrence (not another
+stabilisation of the same memory), with every exponential <= 1:
+
+    h_i ∝ e^{F_i + m_0 − m_i} qᵢᵀ C_0 + Σ_{j≤i} e^{L_ij − m_i} (q_iᵀ k_j) v_j,
+
+the same for the normaliser with v_j replaced by 1 (an extra column of V). The stabiliser
+at chunk ends m_{n+1} = max(F_C + m_n, max_j L_Cj) is a short loop over chunks; the
+memories then follow by one diagonal scan (:func:`rnnx.ops.scan.scan`).
+
+Signature as the rest of the family (:mod:`rnnx.ops.chunk`), with gates ``i, f``
+``(B, T, H)`` (pre-activations) and the state a tuple ``(C, n, m)`` of shapes
+``(B, H, K, V)``, ``(B, H, K)``, ``(B, H)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnx._checks import require_choice
+from rnnx.ops.chunk import (
+    Backend,
+    check_gate,
+    check_options,
+    check_qkv,
+    check_state,
+    compute_dtype,
+    default_scale,
+    from_chunks,
+    incoming_states,
+    pad_time,
+    run_packed,
+    stack_time,
+    to_chunks,
+)
+from rnnx.ops.scan import scan
+
+__all__ = ["FORGET_GATES", "mlstm", "mlstm_reference"]
+
+ForgetGate = Literal["sigmoid", "exp"]
+FORGET_GATES: tuple[str, ...] = ("sigmoid", "exp")
+
+MState = tuple[Tensor, Tensor, Tensor]
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _mlstm_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    logf: Tensor,
+    state: MState | None,
+    scale: float,
+    eps: float,
+) -> tuple[Tensor, MState]:
+    """The stabilised recurrence one step at a time; ``logf`` is log f_t (B, T, H)."""
+    B, _T, H, K = q.shape
+    V = v.shape[-1]
+    if state is None:
+        C, n, m = q.new_zeros(B, H, K, V), q.new_zeros(B, H, K), q.new_zeros(B, H)
+    else:
+        C, n, m = state
+    outs = []
+    for q_t, k_t, v_t, i_t, lf_t in zip(
+        q.unbind(1), k.unbind(1), v.unbind(1), i.unbind(1), logf.unbind(1)
+    ):
+        m_new = torch.maximum(lf_t + m, i_t)
+        f_act = torch.exp(lf_t + m - m_new)
+        i_act = torch.exp(i_t - m_new)
+        C = f_act[..., None, None] * C + (i_act[..., None] * k_t).unsqueeze(-1) * v_t.unsqueeze(-2)
+        n = f_act[..., None] * n + i_act[..., None] * k_t
+        m = m_new
+        qs = q_t * scale
+        num = torch.einsum("bhk,bhkv->bhv", qs, C)
+        den = (qs * n).sum(-1)
+        outs.append(num / (torch.maximum(den.abs(), torch.exp(-m)) + eps).unsqueeze(-1))
+    return stack_time(outs, v), (C, n, m)
+
+
+# --------------------------------------------------------------------------- chunked
+
+
+def _mlstm_chunk(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    logf: Tensor,
+    state: MState | None,
+    C: int,
+    scale: float,
+    eps: float,
+) -> tuple[Tensor, MState]:
+    """The chunked form on a padded batch (padded steps: log f = 0, ĩ = −inf)."""
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    Tp = -(-T // C) * C
+    qc = to_chunks(pad_time(q, Tp), C) * scale  # (B, N, H, C, K)
+    kc = to_chunks(pad_time(k, Tp), C)
+    vc = to_chunks(pad_time(v, Tp), C)
+    ones = vc.new_ones(*vc.shape[:-1], 1)
+    v1 = torch.cat([vc, ones], -1)  # the normaliser rides along as a last value column
+    ic = to_chunks(pad_time(i, Tp, -torch.inf).unsqueeze(-1), C).squeeze(-1)  # (B, N, H, C)
+    Fc = to_chunks(pad_time(logf, Tp).unsqueeze(-1), C).squeeze(-1).cumsum(-1)
+    F_last = Fc[..., -1]  # (B, N, H)
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    Lmat = (Fc.unsqueeze(-1) - Fc.unsqueeze(-2) + ic.unsqueeze(-2)).masked_fill(~causal, -torch.inf)
+    tail = F_last.unsqueeze(-1) - Fc + ic  # log-weight of step j in the chunk-end memory
+    tail_max = tail.amax(-1)  # (B, N, H)
+
+    if state is None:
+        CN0 = q.new_zeros(B, H, K, V + 1)
+        m = q.new_zeros(B, H)
+    else:
+        C0, n0, m = state
+        CN0 = torch.cat([C0, n0.unsqueeze(-1)], -1)
+    m_in = []
+    for fl, tm in zip(F_last.unbind(1), tail_max.unbind(1)):
+        m_in.append(m)
+        m = torch.maximum(fl + m, tm)
+    m_final = m
+    m_in_t = torch.stack(m_in, 1)  # (B, N, H): stabiliser entering each chunk
+    m_out = torch.cat([m_in_t[:, 1:], m_final.unsqueeze(1)], 1)  # ... and leaving it
+
+    gamma = torch.exp(F_last + m_in_t - m_out)[..., None, None]  # (B, N, H, 1, 1)
+    kw = kc * torch.exp(tail - m_out.unsqueeze(-1)).unsqueeze(-1)
+    U = kw.transpose(-1, -2) @ v1  # (B, N, H, K, V+1)
+    states, CN_final = scan(gamma, U, CN0)
+    CN_in = incoming_states(CN0, states)
+
+    m_inter = Fc + m_in_t.unsqueeze(-1)  # (B, N, H, C)
+    m_i = torch.maximum(m_inter, Lmat.amax(-1))
+    Wt = torch.exp(Lmat - m_i.unsqueeze(-1)) * (qc @ kc.transpose(-1, -2))
+    q_in = qc * torch.exp(m_inter - m_i).unsqueeze(-1)
+    nd = q_in @ CN_in + Wt @ v1  # (B, N, H, C, V+1)
+    num, den = nd[..., :V], nd[..., V]
+    h = num / (torch.maximum(den.abs(), torch.exp(-m_i)) + eps).unsqueeze(-1)
+    final = (CN_final[..., :V], CN_final[..., V], m_final)
+    return from_chunks(h)[:, :T], final
+
+
+# --------------------------------------------------------------------------- public
+
+
+def mlstm(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i: Tensor,
+    f: Tensor,
+    *,
+    initial_state: MState | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: Tensor | None = None,
+    chunk_size: int = 64,
+    scale: float | None = None,
+    backend: Backend = "auto",
+    forget_gate: ForgetGate = "sigmoid",
+    eps: float = 1e-6,
+) -> tuple[Tensor, MState | None]:
+    """The stabilised mLSTM (xLSTM, arXiv 2405.04517) over a sequence.
+
+    Args:
+        q, k: ``(B, T, H, K)``; v: ``(B, T, H, V)``.
+        i: ``(B, T, H)`` input-gate pre-activations ĩ (the gate is e^{ĩ}).
+        f: ``(B, T, H)`` forget-gate pre-activations f̃.
+        initial_state: ``(C, n, m)`` of shapes ``(B, H, K, V)``, ``(B, H, K)``,
+            ``(B, H)`` (leading ``n`` with ``cu_seqlens``), or None (zeros).
+        output_final_state: return the state after the last step.
+        cu_seqlens: int64 ``(n+1,)`` cumulative starts of n sequences packed in batch 1.
+        chunk_size: the chunk length C of the chunked form.
+        scale: multiplies ``q``; default ``K ** -0.5``.
+        backend: ``"chunk"`` (and ``"auto"``) or ``"reference"`` (the recurrence).
+        forget_gate: ``"sigmoid"`` (log f = logsigmoid(f̃)) or ``"exp"`` (log f = f̃).
+        eps: added to the normaliser's denominator.
+
+    Returns:
+        ``(h, final_state)``: ``h`` ``(B, T, H, V)`` in ``q``'s dtype and the state
+        ``(C, n, m)`` after the last step in float32 (float64 for float64 inputs), or
+        None.
+    """
+    B, T, H, K, V = check_qkv(q, k, v)
+    i = check_gate("i", i, (B, T, H), q.device)
+    f = check_gate("f", f, (B, T, H), q.device)
+    require_choice("forget_gate", forget_gate, FORGET_GATES)
+    C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device)
+    n_seq = B if bounds is None else len(bounds) - 1
+    state = None
+    if initial_state is not None:
+        if not isinstance(initial_state, tuple | list) or len(initial_state) != 3:
+            raise TypeError(
+                "initial_state: expected a tuple (C, n, m) of tensors, "
+                f"got {type(initial_state).__name__}"
+            )
+        C0 = check_state("initial_state[0] (C)", initial_state[0], (n_seq, H, K, V), q.device)
+        n0 = check_state("initial_state[1] (n)", initial_state[1], (n_seq, H, K), q.device)
+        m0 = check_state("initial_state[2] (m)", initial_state[2], (n_seq, H), q.device)
+        state = (C0, n0, m0)
+    s = default_scale(scale, K)
+    dtype = compute_dtype(q, k, v, i, f, *(state or ()))
+    q_, k_, v_, i_ = q.to(dtype), k.to(dtype), v.to(dtype), i.to(dtype)
+    f_ = f.to(dtype)
+    logf = F.logsigmoid(f_) if forget_gate == "sigmoid" else f_
+    st = None if state is None else tuple(t.to(dtype) for t in state)
+    if backend == "reference":
+        if bounds is None:
+            h, final = _mlstm_reference(q_, k_, v_, i_, logf, st, s, eps)
+        else:
+            outs, finals = [], []
+            for j, (a, b) in enumerate(itertools.pairwise(bounds)):
+                sj = None if st is None else tuple(t[j : j + 1] for t in st)
+                h_j, s_j = _mlstm_reference(
+                    q_[:, a:b], k_[:, a:b], v_[:, a:b], i_[:, a:b], logf[:, a:b], sj, s, eps
+                )
+                outs.append(h_j)
+                finals.append(s_j)
+            h = torch.cat(outs, 1)
+            final = tuple(torch.cat(parts, 0) for parts in zip(*finals))
+    else:
+
+        def fn(q, k, v, i, lf):
+            return _mlstm_chunk(q, k, v, i, lf, st, C, s, eps)
+
+        args = [(q_, 0.0), (k_, 0.0), (v_, 0.0), (i_, -torch.inf), (logf, 0.0)]
+        if bounds is None:
+            h, final = fn(*(t for t, _ in args))
+        else:
+            h, final = run_packed(fn, bounds, args)
+    return h.to(q.dtype), (tuple(final) if output_final_state else None)
+
+
+def mlstm_reference(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, **kwargs) -> tuple:
+    """:func:`mlstm` by the stabilised recurrence, one step at a time."""
+    return mlstm(q, k, v, i, f, **{**kwargs, "backend": "reference"})

@@ -35,7 +35,7 @@ __all__ = ["mLSTM"]
 
 
 @register("mlstm")
-class mLSTM(RecurrentLayer):  # noqa: N801 (the paper's name)
+class mLSTM(RecurrentLayer):
     """The mLSTM block of xLSTM (arXiv 2405.04517).
 
     Args:

@@ -24,9 +24,9 @@ stabilisation of the same memory), with every exponential <= 1:
 
     h_i ∝ e^{F_i + m_0 − m_i} qᵢᵀ C_0 + Σ_{j≤i} e^{L_ij − m_i} (q_iᵀ k_j) v_j,
 
-the same for the normaliser with v_j replaced by 1 (an extra column of V). The stabiliser
-at chunk ends m_{n+1} = max(F_C + m_n, max_j L_Cj) is a short loop over chunks; the
-memories then follow by one diagonal scan (:func:`rnnx.ops.scan.scan`).
+the same for the normaliser with v_j replaced by 1. The stabiliser at chunk ends
+m_{n+1} = max(F_C + m_n, max_j L_Cj) is a short loop over chunks; the memories then
+follow by diagonal scans (:func:`rnnx.ops.scan.scan`).
 
 Signature as the rest of the family (:mod:`rnnx.ops.chunk`), with gates ``i, f``
 ``(B, T, H)`` (pre-activations) and the state a tuple ``(C, n, m)`` of shapes
@@ -126,22 +126,18 @@ def _mlstm_chunk(
     qc = to_chunks(pad_time(q, Tp), C) * scale  # (B, N, H, C, K)
     kc = to_chunks(pad_time(k, Tp), C)
     vc = to_chunks(pad_time(v, Tp), C)
-    ones = vc.new_ones(*vc.shape[:-1], 1)
-    v1 = torch.cat([vc, ones], -1)  # the normaliser rides along as a last value column
     ic = to_chunks(pad_time(i, Tp, -torch.inf).unsqueeze(-1), C).squeeze(-1)  # (B, N, H, C)
     Fc = to_chunks(pad_time(logf, Tp).unsqueeze(-1), C).squeeze(-1).cumsum(-1)
     F_last = Fc[..., -1]  # (B, N, H)
     causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    Lmat = (Fc.unsqueeze(-1) - Fc.unsqueeze(-2) + ic.unsqueeze(-2)).masked_fill(~causal, -torch.inf)
+    Lmat = (Fc.unsqueeze(-1) + (ic - Fc).unsqueeze(-2)).masked_fill(~causal, -torch.inf)
     tail = F_last.unsqueeze(-1) - Fc + ic  # log-weight of step j in the chunk-end memory
     tail_max = tail.amax(-1)  # (B, N, H)
 
     if state is None:
-        CN0 = q.new_zeros(B, H, K, V + 1)
-        m = q.new_zeros(B, H)
+        C0, n0, m = q.new_zeros(B, H, K, V), q.new_zeros(B, H, K), q.new_zeros(B, H)
     else:
         C0, n0, m = state
-        CN0 = torch.cat([C0, n0.unsqueeze(-1)], -1)
     m_in = []
     for fl, tm in zip(F_last.unbind(1), tail_max.unbind(1)):
         m_in.append(m)
@@ -150,20 +146,21 @@ def _mlstm_chunk(
     m_in_t = torch.stack(m_in, 1)  # (B, N, H): stabiliser entering each chunk
     m_out = torch.cat([m_in_t[:, 1:], m_final.unsqueeze(1)], 1)  # ... and leaving it
 
-    gamma = torch.exp(F_last + m_in_t - m_out)[..., None, None]  # (B, N, H, 1, 1)
-    kw = kc * torch.exp(tail - m_out.unsqueeze(-1)).unsqueeze(-1)
-    U = kw.transpose(-1, -2) @ v1  # (B, N, H, K, V+1)
-    states, CN_final = scan(gamma, U, CN0)
-    CN_in = incoming_states(CN0, states)
+    gamma = torch.exp(F_last + m_in_t - m_out)[..., None]  # (B, N, H, 1)
+    kw = kc * torch.exp(tail - m_out.unsqueeze(-1)).unsqueeze(-1)  # (B, N, H, C, K)
+    states_C, C_final = scan(gamma.unsqueeze(-1), kw.transpose(-1, -2) @ vc, C0)
+    states_n, n_final = scan(gamma, kw.sum(-2), n0)
+    C_in = incoming_states(C0, states_C)  # (B, N, H, K, V)
+    n_in = incoming_states(n0, states_n)  # (B, N, H, K)
 
     m_inter = Fc + m_in_t.unsqueeze(-1)  # (B, N, H, C)
     m_i = torch.maximum(m_inter, Lmat.amax(-1))
     Wt = torch.exp(Lmat - m_i.unsqueeze(-1)) * (qc @ kc.transpose(-1, -2))
     q_in = qc * torch.exp(m_inter - m_i).unsqueeze(-1)
-    nd = q_in @ CN_in + Wt @ v1  # (B, N, H, C, V+1)
-    num, den = nd[..., :V], nd[..., V]
+    num = q_in @ C_in + Wt @ vc  # (B, N, H, C, V)
+    den = (q_in @ n_in.unsqueeze(-1)).squeeze(-1) + Wt.sum(-1)  # (B, N, H, C)
     h = num / (torch.maximum(den.abs(), torch.exp(-m_i)) + eps).unsqueeze(-1)
-    final = (CN_final[..., :V], CN_final[..., V], m_final)
+    final = (C_final, n_final, m_final)
     return from_chunks(h)[:, :T], final
 
 

@@ -44,6 +44,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -301,23 +303,29 @@ def _measure_op(op: str, B: int, T: int, H: int, K: int, args) -> dict[str, Any]
     return row
 
 
-def _measure_decode(name: str, d_model: int, positions: list[int], repeat: int) -> dict[str, Any]:
+def _measure_decode(name: str, d_model: int, positions: list[int], rounds: int) -> dict[str, Any]:
+    """Median latency of ``layer.step`` on one token after prefills of each length; the
+    positions are timed in interleaved rounds so that machine drift hits them alike."""
     torch.manual_seed(0)
     layer = layers.get(name)(d_model).eval()
-    row: dict[str, Any] = {"layer": name}
-    times = []
+    token = torch.randn(1, 1, d_model)
+    times: dict[int, list[float]] = {p: [] for p in positions}
     with torch.no_grad():
-        for p in positions:
-            state = None
-            if p:
-                _, state = layer(torch.randn(1, p, d_model))
-            else:
-                state = layer.init_state(1)
-            token = torch.randn(1, 1, d_model)
-            t = timeit(lambda token=token, state=state: layer.step(token, state), repeat=repeat)
-            times.append(t["median"])
-            row[f"µs @ {p}"] = t["median"] * 1e6
-    row["slowest / fastest"] = max(times) / min(times)
+        states = {
+            p: layer(torch.randn(1, p, d_model))[1] if p else layer.init_state(1) for p in positions
+        }
+        for p in positions:  # warm up every path once
+            layer.step(token, states[p])
+        for _ in range(rounds):
+            for p in positions:
+                t0 = time.perf_counter()
+                layer.step(token, states[p])
+                times[p].append(time.perf_counter() - t0)
+    row: dict[str, Any] = {"layer": name}
+    medians = [statistics.median(times[p]) for p in positions]
+    for p, t in zip(positions, medians):
+        row[f"µs @ {p}"] = t * 1e6
+    row["slowest / fastest"] = max(medians) / min(medians)
     return row
 
 
@@ -348,9 +356,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"  {r['op']}: {r['peers'] or '-'}")
     decode_rows = []
     for name in [n.strip() for n in args.decode.split(",") if n.strip()]:
-        decode_rows.append(_measure_decode(name, d_model, positions, args.repeat))
+        decode_rows.append(_measure_decode(name, d_model, positions, max(50, 20 * args.repeat)))
     if decode_rows:
-        print(f"\ndecode: layer.step on one token after a prefill, d_model {d_model}, batch 1\n")
+        print(
+            f"\ndecode: layer.step on one token after a prefill, d_model {d_model}, batch 1 "
+            "(median of interleaved rounds)\n"
+        )
         dcols = ["layer", *[f"µs @ {p}" for p in positions], "slowest / fastest"]
         print(markdown_table(decode_rows, dcols))
     print(

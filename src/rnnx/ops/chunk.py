@@ -35,7 +35,7 @@ The chunked algorithm (chunk size C, chunk-local cumulative log-decay G_i = Σ_{
     S_C   = e^{G_C} ⊙ S_0 + Σ_j (k_j ⊙ e^{G_C − G_j}) v_jᵀ
 
 The intra-chunk sum is one C×C matrix per chunk and head; the chunk-to-chunk recurrence
-of S is a diagonal linear scan (:func:`rnnx.ops.scan.scan`). Every exponent above is
+of S is a short diagonal scan over chunks (:func:`chunk_state_scan`). Every exponent above is
 <= 0, so nothing overflows whatever the decay. For vector decay the intra-chunk matrix
 needs e^{G_ik − G_jk} per key dimension; it is factored through a reference position r
 between j and i (e^{G_i − G_r} · e^{G_r − G_j}, both <= 1) for pairs of sub-chunks, and
@@ -55,7 +55,6 @@ from torch import Tensor
 
 from rnnx import _native
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
-from rnnx.ops.scan import scan
 
 __all__ = [
     "BACKENDS",
@@ -248,9 +247,59 @@ def stack_time(outs: list[Tensor], v: Tensor) -> Tensor:
     return v.new_zeros(v.shape[0], 0, *v.shape[2:])
 
 
-def incoming_states(S0: Tensor, h: Tensor) -> Tensor:
-    """States entering each chunk: ``S0`` then all but the last of ``h`` (B, N, ...)."""
-    return torch.cat([S0.unsqueeze(1), h[:, :-1]], 1)
+class _ChunkStateScan(torch.autograd.Function):
+    """S_{n+1} = γ_n ⊙ S_n + U_n over chunks n, returning the state entering every chunk
+    and the last one; γ broadcasts against U (a scalar or a vector per head and chunk).
+
+    A loop over chunks (a few dozen) writing into one preallocated tensor, and the
+    adjoint loop backward: λ_n = dS_in_n + γ_n λ_{n+1}, dU_n = λ_{n+1}, dγ_n = Σ λ_{n+1} S_n.
+    """
+
+    @staticmethod
+    def forward(ctx, gamma: Tensor, U: Tensor, S0: Tensor):  # type: ignore[override]
+        N = U.shape[1]
+        S_in = torch.empty_like(U)
+        S = S0
+        for n in range(N):
+            S_in[:, n] = S
+            S = torch.addcmul(U[:, n], gamma[:, n], S)
+        ctx.save_for_backward(gamma, S_in)
+        return S_in, S
+
+    @staticmethod
+    def backward(ctx, dS_in: Tensor | None, dS_last: Tensor | None):  # type: ignore[override]
+        gamma, S_in = ctx.saved_tensors
+        N = S_in.shape[1]
+        lam = torch.zeros_like(S_in[:, 0]) if dS_last is None else dS_last.contiguous()
+        dU = torch.empty_like(S_in)
+        dgamma = (
+            torch.empty(
+                torch.broadcast_shapes(gamma.shape, S_in.shape),
+                dtype=S_in.dtype,
+                device=S_in.device,
+            )
+            if ctx.needs_input_grad[0]
+            else None
+        )
+        for n in range(N - 1, -1, -1):
+            dU[:, n] = lam
+            if dgamma is not None:
+                torch.mul(lam, S_in[:, n], out=dgamma[:, n])
+            lam = lam * gamma[:, n]
+            if dS_in is not None:
+                lam = lam + dS_in[:, n]
+        if dgamma is not None:
+            dgamma = dgamma.sum_to_size(gamma.shape)
+        return dgamma, dU, lam
+
+
+def chunk_state_scan(gamma: Tensor | None, U: Tensor, S0: Tensor) -> tuple[Tensor, Tensor]:
+    """The states entering each chunk ``(B, N, ...)`` and the final state ``(B, ...)`` of
+    S_{n+1} = γ_n ⊙ S_n + U_n (γ None: no decay, a cumulative sum)."""
+    if gamma is None:
+        ends = torch.cumsum(U, 1) + S0.unsqueeze(1)
+        return torch.cat([S0.unsqueeze(1), ends[:, :-1]], 1), ends[:, -1]
+    return _ChunkStateScan.apply(gamma, U, S0)
 
 
 # --------------------------------------------------------------------------- reference
@@ -323,12 +372,7 @@ def _chunk_scalar_decay(
         gamma = G_last.exp().unsqueeze(-1)  # (B, N, H, 1, 1)
         q_in = qc * G.exp().unsqueeze(-1)
     S_init = q.new_zeros(B, H, K, V) if S0 is None else S0
-    if gamma is None:
-        states = torch.cumsum(U, 1) + S_init.unsqueeze(1)
-        final = states[:, -1]
-    else:
-        states, final = scan(gamma, U, S_init)
-    S_in = incoming_states(S_init, states)  # (B, N, H, K, V)
+    S_in, final = chunk_state_scan(gamma, U, S_init)  # (B, N, H, K, V), (B, H, K, V)
     o = q_in @ S_in + A @ vc
     return from_chunks(o)[:, :T], final
 
@@ -367,27 +411,51 @@ def _gla_intra_torch(qc: Tensor, kc: Tensor, gc: Tensor) -> Tensor:
     return A.reshape(*lead, C, C)
 
 
-_NATIVE_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+NATIVE_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 _I64, _PTR, _INT = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
 
 
-def _native_lib() -> ctypes.CDLL | None:
+def native_lib() -> ctypes.CDLL | None:
+    """The C++ kernels of ``_native/chunk.cpp`` (GLA and mLSTM intra-chunk), or None."""
     lib = _native.load("chunk")
     if lib is not None and not getattr(lib, "_rnnx_ready", False):
-        for sfx in _NATIVE_SUFFIX.values():
-            fwd = getattr(lib, f"rnnx_gla_intra_fwd_{sfx}")
-            fwd.argtypes = [_PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _INT]
-            fwd.restype = None
-            bwd = getattr(lib, f"rnnx_gla_intra_bwd_{sfx}")
-            bwd.argtypes = [_PTR, _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _I64, _I64, _INT]
-            bwd.restype = None
+        signatures = {
+            "rnnx_gla_intra_fwd": [_PTR] * 4 + [_I64] * 3 + [_INT],
+            "rnnx_gla_intra_bwd": [_PTR] * 6 + [_I64] * 3 + [_INT],
+            "rnnx_mlstm_intra_fwd": [_PTR] * 8 + [_I64] * 2 + [_INT],
+            "rnnx_mlstm_intra_bwd": [_PTR] * 12 + [_I64] * 2 + [_INT],
+        }
+        for name, argtypes in signatures.items():
+            for sfx in NATIVE_SUFFIX.values():
+                fn = getattr(lib, f"{name}_{sfx}")
+                fn.argtypes = argtypes
+                fn.restype = None
         lib._rnnx_ready = True
     return lib
 
 
+def use_native(backend: str, dtype: torch.dtype, device: torch.device, what: str) -> bool:
+    """Whether an op uses its C++ kernel: decided by backend, dtype and device only."""
+    if backend not in ("auto", "native"):
+        return False
+    ok = device.type == "cpu" and dtype in NATIVE_SUFFIX
+    if backend == "native" and not ok:
+        raise ValueError(
+            f"backend: 'native' supports CPU tensors of dtype float32/float64, "
+            f"got {dtype} on {device}"
+        )
+    available = ok and native_lib() is not None
+    if backend == "native" and not available:
+        raise RuntimeError(
+            f"backend: 'native' was requested but the native {what} kernel is unavailable: "
+            f"{_native.error('chunk') or 'disabled by RNNX_NATIVE=0'}"
+        )
+    return available
+
+
 def native_available() -> bool:
-    """Whether the native GLA kernel is built and loadable here (builds it if needed)."""
-    return _native_lib() is not None
+    """Whether the native kernels are built and loadable here (builds them if needed)."""
+    return native_lib() is not None
 
 
 class _GlaIntraNative(torch.autograd.Function):
@@ -395,14 +463,14 @@ class _GlaIntraNative(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qc: Tensor, kc: Tensor, gc: Tensor) -> Tensor:  # type: ignore[override]
-        lib = _native_lib()
+        lib = native_lib()
         assert lib is not None
         *lead, C, K = qc.shape
         M = qc.numel() // (C * K)
         q_, k_ = qc.contiguous(), kc.contiguous()
         alpha = gc.exp().contiguous()
         A = q_.new_empty(*lead, C, C)
-        sfx = _NATIVE_SUFFIX[q_.dtype]
+        sfx = NATIVE_SUFFIX[q_.dtype]
         getattr(lib, f"rnnx_gla_intra_fwd_{sfx}")(
             q_.data_ptr(), k_.data_ptr(), alpha.data_ptr(), A.data_ptr(), M, C, K,
             torch.get_num_threads(),
@@ -412,14 +480,14 @@ class _GlaIntraNative(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dA: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
-        lib = _native_lib()
+        lib = native_lib()
         assert lib is not None
         q_, k_, alpha = ctx.saved_tensors
         C, K = q_.shape[-2], q_.shape[-1]
         M = q_.numel() // (C * K)
         dA = dA.contiguous()
         dq, dk = torch.empty_like(q_), torch.empty_like(k_)
-        sfx = _NATIVE_SUFFIX[q_.dtype]
+        sfx = NATIVE_SUFFIX[q_.dtype]
         getattr(lib, f"rnnx_gla_intra_bwd_{sfx}")(
             q_.data_ptr(), k_.data_ptr(), alpha.data_ptr(), dA.data_ptr(), dq.data_ptr(),
             dk.data_ptr(), M, C, K, torch.get_num_threads(),
@@ -454,32 +522,12 @@ def _chunk_vector_decay(
     U = (kc * (G_last - G).exp()).transpose(-1, -2) @ vc  # (B, N, H, K, V)
     gamma = G_last.exp().transpose(-1, -2)  # (B, N, H, K, 1)
     S_init = q.new_zeros(B, H, K, V) if S0 is None else S0
-    states, final = scan(gamma, U, S_init)
-    S_in = incoming_states(S_init, states)
+    S_in, final = chunk_state_scan(gamma, U, S_init)
     o = (qc * G.exp()) @ S_in + A @ vc
     return from_chunks(o)[:, :T], final
 
 
 # --------------------------------------------------------------------------- public
-
-
-def _use_native(backend: str, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether GLA uses its C++ kernel: by backend, dtype and device only."""
-    if backend not in ("auto", "native"):
-        return False
-    ok = device.type == "cpu" and dtype in _NATIVE_SUFFIX
-    if backend == "native" and not ok:
-        raise ValueError(
-            f"backend: 'native' supports CPU tensors of dtype float32/float64, "
-            f"got {dtype} on {device}"
-        )
-    available = ok and _native_lib() is not None
-    if backend == "native" and not available:
-        raise RuntimeError(
-            "backend: 'native' was requested but the native GLA kernel is unavailable: "
-            f"{_native.error('chunk') or 'disabled by RNNX_NATIVE=0'}"
-        )
-    return available
 
 
 def _run(
@@ -508,7 +556,7 @@ def _run(
     if backend == "reference":
         o, final = _run_reference(q_, k_, v_, g_, S0_, bounds, s)
     else:
-        native = kind == "vector" and _use_native(backend, dtype, q.device)
+        native = kind == "vector" and use_native(backend, dtype, q.device, "GLA")
 
         def fn(q, k, v, *rest):
             if kind == "vector":

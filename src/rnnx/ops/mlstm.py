@@ -26,7 +26,7 @@ stabilisation of the same memory), with every exponential <= 1:
 
 the same for the normaliser with v_j replaced by 1. The stabiliser at chunk ends
 m_{n+1} = max(F_C + m_n, max_j L_Cj) is a short loop over chunks; the memories then
-follow by diagonal scans (:func:`rnnx.ops.scan.scan`).
+follow by diagonal scans over chunks.
 
 Signature as the rest of the family (:mod:`rnnx.ops.chunk`), with gates ``i, f``
 ``(B, T, H)`` (pre-activations) and the state a tuple ``(C, n, m)`` of shapes
@@ -44,24 +44,27 @@ from torch import Tensor
 
 from rnnx._checks import require_choice
 from rnnx.ops.chunk import (
-    Backend,
+    NATIVE_SUFFIX,
     check_gate,
     check_options,
     check_qkv,
     check_state,
+    chunk_state_scan,
     compute_dtype,
     default_scale,
     from_chunks,
-    incoming_states,
+    native_lib,
     pad_time,
     run_packed,
     stack_time,
     to_chunks,
+    use_native,
 )
-from rnnx.ops.scan import scan
 
-__all__ = ["FORGET_GATES", "mlstm", "mlstm_reference"]
+__all__ = ["FORGET_GATES", "MLSTM_BACKENDS", "mlstm", "mlstm_reference"]
 
+MlstmBackend = Literal["auto", "native", "chunk", "reference"]
+MLSTM_BACKENDS: tuple[str, ...] = ("auto", "native", "chunk", "reference")
 ForgetGate = Literal["sigmoid", "exp"]
 FORGET_GATES: tuple[str, ...] = ("sigmoid", "exp")
 
@@ -108,6 +111,60 @@ def _mlstm_reference(
 # --------------------------------------------------------------------------- chunked
 
 
+def _mlstm_intra_torch(
+    scores: Tensor, Fc: Tensor, ic: Tensor, m_in: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Stabilised intra-chunk weights in PyTorch: W = e^{L − m} ⊙ scores (j <= i), its row
+    sums and the stabiliser m_i = max(F_i + m_in, max_j L_ij); ``(..., C, C)``, ``(..., C)``."""
+    C = scores.shape[-1]
+    causal = torch.ones(C, C, dtype=torch.bool, device=scores.device).tril()
+    Lmat = (Fc.unsqueeze(-1) + (ic - Fc).unsqueeze(-2)).masked_fill(~causal, -torch.inf)
+    m_i = torch.maximum(Fc + m_in.unsqueeze(-1), Lmat.amax(-1))
+    W = torch.exp(Lmat - m_i.unsqueeze(-1)) * scores
+    return W, W.sum(-1), m_i
+
+
+class _MlstmIntraNative(torch.autograd.Function):
+    """:func:`_mlstm_intra_torch` by the C++ kernel (one pass each way over the C×C
+    matrices); the gradient of m_i goes to the maximum, as autograd's does without ties."""
+
+    @staticmethod
+    def forward(ctx, scores, Fc, ic, m_in):  # type: ignore[override]
+        lib = native_lib()
+        assert lib is not None
+        S, F_, I_, m0 = (t.contiguous() for t in (scores, Fc, ic, m_in))
+        C = S.shape[-1]
+        M = S.numel() // (C * C)
+        W = torch.empty_like(S)
+        rs, m = torch.empty_like(F_), torch.empty_like(F_)
+        arg = torch.empty(F_.shape, dtype=torch.int32)
+        getattr(lib, f"rnnx_mlstm_intra_fwd_{NATIVE_SUFFIX[S.dtype]}")(
+            S.data_ptr(), F_.data_ptr(), I_.data_ptr(), m0.data_ptr(), W.data_ptr(),
+            rs.data_ptr(), m.data_ptr(), arg.data_ptr(), M, C, torch.get_num_threads(),
+        )  # fmt: skip
+        ctx.save_for_backward(S, F_, I_, m, arg)
+        return W, rs, m
+
+    @staticmethod
+    def backward(ctx, dW, drs, dm):  # type: ignore[override]
+        lib = native_lib()
+        assert lib is not None
+        S, F_, I_, m, arg = ctx.saved_tensors
+        C = S.shape[-1]
+        M = S.numel() // (C * C)
+        dW = torch.zeros_like(S) if dW is None else dW.contiguous()
+        drs = torch.zeros_like(F_) if drs is None else drs.contiguous()
+        dm = torch.zeros_like(F_) if dm is None else dm.contiguous()
+        dS, dF, dI = torch.empty_like(S), torch.empty_like(F_), torch.empty_like(F_)
+        dm0 = F_.new_empty(F_.shape[:-1])
+        getattr(lib, f"rnnx_mlstm_intra_bwd_{NATIVE_SUFFIX[S.dtype]}")(
+            S.data_ptr(), F_.data_ptr(), I_.data_ptr(), m.data_ptr(), arg.data_ptr(),
+            dW.data_ptr(), drs.data_ptr(), dm.data_ptr(), dS.data_ptr(), dF.data_ptr(),
+            dI.data_ptr(), dm0.data_ptr(), M, C, torch.get_num_threads(),
+        )  # fmt: skip
+        return dS, dF, dI, dm0
+
+
 def _mlstm_chunk(
     q: Tensor,
     k: Tensor,
@@ -118,6 +175,7 @@ def _mlstm_chunk(
     C: int,
     scale: float,
     eps: float,
+    native: bool,
 ) -> tuple[Tensor, MState]:
     """The chunked form on a padded batch (padded steps: log f = 0, ĩ = −inf)."""
     B, T, H, K = q.shape
@@ -129,8 +187,6 @@ def _mlstm_chunk(
     ic = to_chunks(pad_time(i, Tp, -torch.inf).unsqueeze(-1), C).squeeze(-1)  # (B, N, H, C)
     Fc = to_chunks(pad_time(logf, Tp).unsqueeze(-1), C).squeeze(-1).cumsum(-1)
     F_last = Fc[..., -1]  # (B, N, H)
-    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    Lmat = (Fc.unsqueeze(-1) + (ic - Fc).unsqueeze(-2)).masked_fill(~causal, -torch.inf)
     tail = F_last.unsqueeze(-1) - Fc + ic  # log-weight of step j in the chunk-end memory
     tail_max = tail.amax(-1)  # (B, N, H)
 
@@ -148,17 +204,17 @@ def _mlstm_chunk(
 
     gamma = torch.exp(F_last + m_in_t - m_out)[..., None]  # (B, N, H, 1)
     kw = kc * torch.exp(tail - m_out.unsqueeze(-1)).unsqueeze(-1)  # (B, N, H, C, K)
-    states_C, C_final = scan(gamma.unsqueeze(-1), kw.transpose(-1, -2) @ vc, C0)
-    states_n, n_final = scan(gamma, kw.sum(-2), n0)
-    C_in = incoming_states(C0, states_C)  # (B, N, H, K, V)
-    n_in = incoming_states(n0, states_n)  # (B, N, H, K)
+    C_in, C_final = chunk_state_scan(gamma.unsqueeze(-1), kw.transpose(-1, -2) @ vc, C0)
+    n_in, n_final = chunk_state_scan(gamma, kw.sum(-2), n0)  # (B, N, H, K)
 
-    m_inter = Fc + m_in_t.unsqueeze(-1)  # (B, N, H, C)
-    m_i = torch.maximum(m_inter, Lmat.amax(-1))
-    Wt = torch.exp(Lmat - m_i.unsqueeze(-1)) * (qc @ kc.transpose(-1, -2))
-    q_in = qc * torch.exp(m_inter - m_i).unsqueeze(-1)
+    scores = qc @ kc.transpose(-1, -2)  # (B, N, H, C, C)
+    if native:
+        Wt, row_sum, m_i = _MlstmIntraNative.apply(scores, Fc, ic, m_in_t)
+    else:
+        Wt, row_sum, m_i = _mlstm_intra_torch(scores, Fc, ic, m_in_t)
+    q_in = qc * torch.exp(Fc + m_in_t.unsqueeze(-1) - m_i).unsqueeze(-1)
     num = q_in @ C_in + Wt @ vc  # (B, N, H, C, V)
-    den = (q_in @ n_in.unsqueeze(-1)).squeeze(-1) + Wt.sum(-1)  # (B, N, H, C)
+    den = (q_in @ n_in.unsqueeze(-1)).squeeze(-1) + row_sum  # (B, N, H, C)
     h = num / (torch.maximum(den.abs(), torch.exp(-m_i)) + eps).unsqueeze(-1)
     final = (C_final, n_final, m_final)
     return from_chunks(h)[:, :T], final
@@ -179,7 +235,7 @@ def mlstm(
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
     scale: float | None = None,
-    backend: Backend = "auto",
+    backend: MlstmBackend = "auto",
     forget_gate: ForgetGate = "sigmoid",
     eps: float = 1e-6,
 ) -> tuple[Tensor, MState | None]:
@@ -195,7 +251,9 @@ def mlstm(
         cu_seqlens: int64 ``(n+1,)`` cumulative starts of n sequences packed in batch 1.
         chunk_size: the chunk length C of the chunked form.
         scale: multiplies ``q``; default ``K ** -0.5``.
-        backend: ``"chunk"`` (and ``"auto"``) or ``"reference"`` (the recurrence).
+        backend: ``"auto"`` uses ``"native"`` (the intra-chunk weights from a C++ kernel)
+            for float32/float64 CPU tensors when the kernel builds, else ``"chunk"`` (pure
+            PyTorch); ``"reference"`` is the recurrence.
         forget_gate: ``"sigmoid"`` (log f = logsigmoid(f̃)) or ``"exp"`` (log f = f̃).
         eps: added to the normaliser's denominator.
 
@@ -208,7 +266,7 @@ def mlstm(
     i = check_gate("i", i, (B, T, H), q.device)
     f = check_gate("f", f, (B, T, H), q.device)
     require_choice("forget_gate", forget_gate, FORGET_GATES)
-    C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device)
+    C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device, MLSTM_BACKENDS)
     n_seq = B if bounds is None else len(bounds) - 1
     state = None
     if initial_state is not None:
@@ -242,9 +300,10 @@ def mlstm(
             h = torch.cat(outs, 1)
             final = tuple(torch.cat(parts, 0) for parts in zip(*finals))
     else:
+        native = use_native(backend, dtype, q.device, "mLSTM")
 
         def fn(q, k, v, i, lf):
-            return _mlstm_chunk(q, k, v, i, lf, st, C, s, eps)
+            return _mlstm_chunk(q, k, v, i, lf, st, C, s, eps, native)
 
         args = [(q_, 0.0), (k_, 0.0), (v_, 0.0), (i_, -torch.inf), (logf, 0.0)]
         if bounds is None:

@@ -178,3 +178,30 @@ def test_bad_cu_seqlens(cu, match):
     q = torch.randn(1, 5, 1, 2)
     with pytest.raises((ValueError, TypeError), match=match):
         chunk.linear_attention(q, q, q, cu_seqlens=cu)
+
+
+@pytest.fixture
+def native_disabled(monkeypatch):
+    from rnnx import _native
+
+    monkeypatch.setenv("RNNX_NATIVE", "0")
+    _native.reset()
+    yield
+    monkeypatch.delenv("RNNX_NATIVE")
+    _native.reset()
+
+
+@pytest.mark.usefixtures("native_disabled")
+def test_auto_falls_back_to_pytorch_without_the_native_kernel():
+    from rnnx.ops import mlstm as mlstm_ops
+
+    q, k, v, g = make_inputs(SPECS["gla"], 1, 9, 1, 3, 2)
+    o, _ = chunk.gla(q, k, v, g, chunk_size=4)
+    o_r, _ = chunk.gla(q, k, v, g, backend="reference")
+    assert_close(o, o_r, rtol=1e-10)
+    with pytest.raises(RuntimeError, match=r"backend: 'native' was requested but the native"):
+        chunk.gla(q, k, v, g, backend="native")
+    i, f = g[..., 0], g[..., 1]
+    h, _ = mlstm_ops.mlstm(q, k, v, i, f, chunk_size=4)
+    h_r, _ = mlstm_ops.mlstm(q, k, v, i, f, backend="reference")
+    assert_close(h, h_r, rtol=1e-10)

@@ -53,58 +53,62 @@ SPECS = {
     ),
 }
 NAMES = list(SPECS)
+# (forget gate, backend): the pure-PyTorch chunked form and the native intra-chunk kernel
+CASES = [(n, b) for n in NAMES for b in ("chunk", "native")]
+IDS = [f"{n}-{b}" for n, b in CASES]
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
 @pytest.mark.parametrize(("chunk_size", "T"), [(16, 41), (32, 75), (64, 100), (64, 1)])
-def test_chunk_matches_reference(name, chunk_size, T):
-    check_chunk_matches_reference(SPECS[name], "chunk", chunk_size, T, rtol=1e-9)
+def test_chunk_matches_reference(name, backend, chunk_size, T):
+    check_chunk_matches_reference(SPECS[name], backend, chunk_size, T, rtol=1e-9)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_float32_matches_reference(name):
-    check_chunk_matches_reference(SPECS[name], "chunk", 16, 50, dtype=torch.float32, rtol=5e-4)
+@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+def test_float32_matches_reference(name, backend):
+    check_chunk_matches_reference(SPECS[name], backend, 16, 50, dtype=torch.float32, rtol=5e-4)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_packed_matches_reference_and_padded(name):
-    check_packed(SPECS[name], "chunk")
-    check_packed(SPECS[name], "chunk", lens=(3, 9), with_state=False)
+@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+def test_packed_matches_reference_and_padded(name, backend):
+    check_packed(SPECS[name], backend)
+    check_packed(SPECS[name], backend, lens=(3, 9), with_state=False)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_gradcheck(name):
-    check_gradcheck(SPECS[name], "chunk")
+@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+def test_gradcheck(name, backend):
+    check_gradcheck(SPECS[name], backend)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_long_sequence(name):
-    check_long(SPECS[name], "chunk", 8192, grads=False)
+@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+def test_long_sequence(name, backend):
+    check_long(SPECS[name], backend, 8192, grads=False)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", NAMES)
-def test_long_sequence_gradients(name):
-    check_long(SPECS[name], "chunk", 8192, grads=True)
+@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+def test_long_sequence_gradients(name, backend):
+    check_long(SPECS[name], backend, 8192, grads=True)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_dtypes(name):
-    check_dtypes(SPECS[name], "chunk")
+@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+def test_dtypes(name, backend):
+    check_dtypes(SPECS[name], backend)
 
 
-def test_destabilised_memories_agree():
+@pytest.mark.parametrize("backend", ["chunk", "native"])
+def test_destabilised_memories_agree(backend):
     """C·e^m and n·e^m (the memories without the stabiliser) agree, not only (C, n, m)."""
     spec = SPECS["sigmoid"]
     q, k, v, i, f = make_inputs(spec, 2, 45, 2, 4, 3)
     kw = {"output_final_state": True}
-    _, (C, n, m) = mlstm_ops.mlstm(q, k, v, i, f, chunk_size=8, **kw)
+    _, (C, n, m) = mlstm_ops.mlstm(q, k, v, i, f, chunk_size=8, backend=backend, **kw)
     _, (C_r, n_r, m_r) = mlstm_ops.mlstm(q, k, v, i, f, backend="reference", **kw)
     assert_close(C * m.exp()[..., None, None], C_r * m_r.exp()[..., None, None], rtol=1e-10)
     assert_close(n * m.exp()[..., None], n_r * m_r.exp()[..., None], rtol=1e-10)
 
 
-@pytest.mark.parametrize("backend", ["chunk", "reference"])
+@pytest.mark.parametrize("backend", ["chunk", "native", "reference"])
 def test_large_input_gates_stay_finite_in_float32(backend):
     """Input gates e^{80}: without the stabiliser C would overflow float32."""
     spec = SPECS["sigmoid"]

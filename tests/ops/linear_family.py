@@ -130,24 +130,26 @@ def check_gradcheck(spec, backend):
     assert torch.autograd.gradcheck(f, args, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-def check_long(spec, backend, T, *, grads: bool):
-    """A long sequence with cheap shapes: chunked vs reference."""
+def check_long(spec, backends, T, *, grads: bool):
+    """A long sequence with cheap shapes: each chunked backend vs one reference run."""
     B, H, K, V = 1, 1, 4, 3
     inputs = make_inputs(spec, B, T, H, K, V, seed=4)
     state = spec.state(B, H, K, V, torch.Generator().manual_seed(2), torch.float64)
     if grads:
-        got = run_with_grads(spec, inputs, state, backend=backend)
         ref = run_with_grads(spec, inputs, state, backend="reference")
-        assert_matches(spec, got, ref, 1e-8, f"long T={T}")
+        for backend in backends:
+            got = run_with_grads(spec, inputs, state, backend=backend)
+            assert_matches(spec, got, ref, 1e-8, f"{backend} long T={T}")
         return
     with torch.no_grad():
-        o, s = spec.fn(*inputs, initial_state=state, output_final_state=True, backend=backend)
         o_r, s_r = spec.fn(
             *inputs, initial_state=state, output_final_state=True, backend="reference"
         )
-    assert_close(o, o_r, rtol=1e-9, what=f"{spec.name} long T={T}: output")
-    for a, b in zip(leaves(s), leaves(s_r)):
-        assert_close(a, b, rtol=1e-9, what=f"{spec.name} long T={T}: final state")
+        for backend in backends:
+            o, s = spec.fn(*inputs, initial_state=state, output_final_state=True, backend=backend)
+            assert_close(o, o_r, rtol=1e-9, what=f"{spec.name} {backend} T={T}: output")
+            for a, b in zip(leaves(s), leaves(s_r)):
+                assert_close(a, b, rtol=1e-9, what=f"{spec.name} {backend} T={T}: final state")
 
 
 def check_dtypes(spec, backend):

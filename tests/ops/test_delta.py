@@ -67,13 +67,13 @@ def test_gradcheck(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_long_sequence(name):
-    check_long(SPECS[name], "chunk", 8192, grads=False)
+    check_long(SPECS[name], ["chunk"], 8192, grads=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_long_sequence_gradients(name):
-    check_long(SPECS[name], "chunk", 8192, grads=True)
+    check_long(SPECS[name], ["chunk"], 8192, grads=True)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -54,7 +54,7 @@ class _DeltaBase(RecurrentLayer):
     default_mode: ClassVar[str] = "chunk"
     reference_mode: ClassVar[str] = "recurrent"
     step_mode: ClassVar[str] = "recurrent"
-    family: ClassVar[str] = "delta rule"
+    family: ClassVar[str] = "linear attention"
 
     def __init__(
         self,

@@ -57,7 +57,7 @@ class mLSTM(RecurrentLayer):
     default_mode: ClassVar[str] = "chunk"
     reference_mode: ClassVar[str] = "recurrent"
     step_mode: ClassVar[str] = "recurrent"
-    family: ClassVar[str] = "linear attention (xLSTM)"
+    family: ClassVar[str] = "linear attention"
     paper: ClassVar[str] = "arXiv 2405.04517"
 
     def __init__(

@@ -2,7 +2,7 @@
 flash-linear-attention and mlstm_kernels, forward+backward on the CPU; decode latency.
 
 For each op at batch 4, 4 heads, length 2048, head dim 64 (float32, batch-first), the
-time of forward+backward (``o.sum().backward()``) of:
+time of forward+backward (``o.backward(g)`` with a fixed dense ``g``) of:
 
 * ``rnnx``: the chunked op (:mod:`rnnx.ops.chunk`, :mod:`rnnx.ops.delta`,
   :mod:`rnnx.ops.mlstm`; GLA with its native intra-chunk kernel);
@@ -256,12 +256,18 @@ def _case(op: str) -> _Case:
 
 
 def _fwd_bwd(fn: Callable[..., torch.Tensor], tensors: list[torch.Tensor]) -> Callable[[], None]:
+    """Forward and backward with a dense upstream gradient, as in training (``o.sum()``
+    would hand every backward a stride-0 gradient that some kernels copy per matrix)."""
     leaves = [t.detach().requires_grad_() for t in tensors]
+    upstream: list[torch.Tensor] = []
 
     def run() -> None:
         for t in leaves:
             t.grad = None
-        fn(*leaves).sum().backward()
+        out = fn(*leaves)
+        if not upstream:
+            upstream.append(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+        out.backward(upstream[0])
 
     return run
 

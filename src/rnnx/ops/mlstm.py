@@ -214,7 +214,8 @@ def _mlstm_chunk(
         Wt, row_sum, m_i = _mlstm_intra_torch(scores, Fc, ic, m_in_t)
     q_in = qc * torch.exp(Fc + m_in_t.unsqueeze(-1) - m_i).unsqueeze(-1)
     num = q_in @ C_in + Wt @ vc  # (B, N, H, C, V)
-    den = (q_in @ n_in.unsqueeze(-1)).squeeze(-1) + row_sum  # (B, N, H, C)
+    # a product and a sum, not a matrix-vector product (whose backward is a K=1 bmm)
+    den = (q_in * n_in.unsqueeze(-2)).sum(-1) + row_sum  # (B, N, H, C)
     h = num / (torch.maximum(den.abs(), torch.exp(-m_i)) + eps).unsqueeze(-1)
     final = (C_final, n_final, m_final)
     return from_chunks(h)[:, :T], final

@@ -276,11 +276,29 @@ def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-30))
 
 
+def _interleaved(fns: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
+    """Median time of each function, run in alternating rounds after two warm-up rounds,
+    so that drift of a shared machine's load hits every contender alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeat + 2):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= 2:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def _measure_op(op: str, B: int, T: int, H: int, K: int, args) -> dict[str, Any]:
     case = _case(op)
     x = list(_inputs(op, B, T, H, K).values())
     row: dict[str, Any] = {"op": op}
-    t_rnnx = timeit(_fwd_bwd(case.rnnx, x), repeat=args.repeat)["median"]
+    key = "xlstm chunk" if op == "mlstm" else "fla chunk"
+    contenders = {"rnnx": _fwd_bwd(case.rnnx, x)}
+    if case.peer_chunk is not None:
+        contenders[key] = _fwd_bwd(case.peer_chunk, x)
+    t = _interleaved(contenders, args.repeat)
+    t_rnnx = t["rnnx"]
     row["rnnx ms"] = ms(t_rnnx)
     t_rec = timeit(_fwd_bwd(case.rnnx_rec, x), repeat=1, warmup=0)["median"]
     row["rnnx rec ms"] = ms(t_rec)
@@ -290,17 +308,15 @@ def _measure_op(op: str, B: int, T: int, H: int, K: int, args) -> dict[str, Any]
         row["max|Δ| rec"] = _max_rel_diff(o, case.rnnx_rec(*x))
     peer_notes = []
     if case.peer_rec is not None and not args.no_peer_recurrent:
-        t = timeit(_fwd_bwd(case.peer_rec, x), repeat=1, warmup=0)["median"]
-        row["fla rec ms"] = ms(t)
-        row["fla rec / rnnx"] = t / t_rnnx
+        t_peer = timeit(_fwd_bwd(case.peer_rec, x), repeat=1, warmup=0)["median"]
+        row["fla rec ms"] = ms(t_peer)
+        row["fla rec / rnnx"] = t_peer / t_rnnx
         with torch.no_grad():
             row["max|Δ| fla rec"] = _max_rel_diff(o, case.peer_rec(*x))
         peer_notes.append(case.peer_rec_name)
     if case.peer_chunk is not None:
-        t = timeit(_fwd_bwd(case.peer_chunk, x), repeat=args.repeat)["median"]
-        key = "xlstm chunk" if op == "mlstm" else "fla chunk"
-        row[f"{key} ms"] = ms(t)
-        row[f"{key} / rnnx"] = t / t_rnnx
+        row[f"{key} ms"] = ms(t[key])
+        row[f"{key} / rnnx"] = t[key] / t_rnnx
         if op != "gla":  # the scalar-decay peer computes another function
             with torch.no_grad():
                 row[f"max|Δ| {key}"] = _max_rel_diff(o, case.peer_chunk(*x))
@@ -353,8 +369,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]  # fmt: skip
     print(
         f"\nforward+backward, float32, batch {B}, heads {H}, length {T}, head dim {K}, "
-        f"{torch.get_num_threads()} threads (times: median of {args.repeat}; "
-        "recurrent references: one run)\n"
+        f"{torch.get_num_threads()} threads (times: median of {args.repeat} rounds, rnnx and "
+        "its chunked peer alternating; recurrent references: one run)\n"
     )
     print(markdown_table(rows, cols))
     print("\npeers:")

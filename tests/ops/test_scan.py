@@ -259,3 +259,21 @@ def test_reloaded_library_gets_its_signatures():
     expected = scan(a, b, h0, backend="native")[0]
     _native.reset()
     assert_close(scan(a, b, h0, backend="native")[0], expected, rtol=0)
+
+
+@pytest.mark.parametrize(("structure", "dtype"), STRUCTURES[:3])
+def test_native_two_threads_match_reference(structure, dtype):
+    """Shapes large enough that the kernels split work over OpenMP threads."""
+    if not scan_module.native_available():
+        pytest.skip("native kernel unavailable here")
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for kind in ("full", "time"):  # "time": dA summed over batch across units
+            a, b, h0 = _case(structure, kind, dtype, B=5, L=300, feats=(130,))
+            got = _grads(a, b, h0, backend="native", structure=structure, reverse=False)
+            ref = _grads(a, b, h0, backend="reference", structure=structure, reverse=False)
+            for x, y in zip(got, ref):
+                assert_close(x, y, rtol=1e-10)
+    finally:
+        torch.set_num_threads(old)

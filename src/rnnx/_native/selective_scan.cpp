@@ -124,7 +124,9 @@ inline V transition(V e, bool negative) {
 }
 
 inline int threads_for(i64 work, int nthreads) {
-  return work < (i64(1) << 16) ? 1 : std::max(nthreads, 1);
+  // below ~0.5 ms of work a parallel region costs more than it saves (and far more when
+  // the machine is oversubscribed and a thread is descheduled at the barrier)
+  return work < (i64(1) << 18) ? 1 : std::max(nthreads, 1);
 }
 
 struct Problem {

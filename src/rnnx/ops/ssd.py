@@ -199,6 +199,7 @@ def _ssd_chunked(x, dt, A, B, C, h0, Q: int):
     b, L, H, P = x.shape
     G, N = B.shape[-2:]
     hpg = H // G
+    Q = min(Q, L)  # a sequence shorter than a chunk is one chunk: no padding to Q for a decode step
     n = -(-L // Q)
     pad = n * Q - L
     if pad:  # zero steps with Δ = 0: no decay, no input, so the final state is unchanged
@@ -268,7 +269,8 @@ def ssd(
             a batch of 1 (they are padded into a batch for the chunked algorithm, with Δ = 0
             on the padding).
         chunk_size: Q, the chunk length of the ``"chunked"`` backend (64-256 are typical;
-            the work inside chunks grows as Q, the scan across chunks as L / Q).
+            the work inside chunks grows as Q, the scan across chunks as L / Q). A
+            sequence shorter than Q is one chunk of its own length.
         backend: ``"auto"`` (= ``"chunked"``), ``"chunked"`` or ``"reference"``.
 
     Returns:

@@ -246,6 +246,24 @@ def test_packed_equals_padded_and_separate(backend):
     _assert_match((p_out, p_last, p_grads), ref, 1e-10, f"packed {backend}")
 
 
+@pytest.mark.parametrize("backend", [*FAST, "reference"])
+def test_minus_infinity_delta_is_an_exact_no_op(backend):
+    """Mamba's padding: delta = -inf gives Δ = softplus(-inf) = 0, so those steps leave the
+    state exactly as it was (also in float32, where the kernel's exp flushes to 0), and
+    every gradient stays finite."""
+    c = {k: v.float() for k, v in _case(L=27, dim=10, N=4).items()}
+    c["delta"][:, 20:] = -torch.inf
+    c["u"][:, 20:] = 1e3
+    out, last, grads = _run(c, backend=backend)
+    short = {k: (v[:, :20] if v.dim() >= 3 and v.shape[1] == 27 else v) for k, v in c.items()}
+    out20, last20, _ = _run(short, backend=backend, with_grad=False)
+    assert torch.equal(last, last20)
+    assert_close(out[:, :20], out20, rtol=1e-6)
+    for name, g in grads.items():
+        assert torch.isfinite(g).all(), name
+    assert torch.all(grads["delta"][:, 20:] == 0)
+
+
 def test_cu_seqlens_is_checked():
     c = _case(batch=2, L=10)
     args = (c["u"], c["delta"], c["A"], c["B"], c["C"])

@@ -21,9 +21,9 @@ Modes (the same function; the test matrix checks it):
 * ``"chunked"``: the pure-PyTorch chunked selective scan (any device).
 * ``"recurrent"``: the reference recurrence in Python, one step at a time.
 
-Padded batches (``lengths``): Δ is set to 0 after each sequence's end, so the transition is
-the identity and the input zero there: the state after the padding is the state after
-``lengths[b]`` steps.
+Padded batches (``lengths``): after each sequence's end the pre-activation of Δ is -inf, so
+Δ = softplus(-inf) = 0 exactly: the transition is the identity and the input zero there,
+and the state after the padding is the state after ``lengths[b]`` steps.
 
 State: ``(conv_state, ssm_state)`` with ``conv_state`` ``(batch, d_conv - 1, d_inner)``
 (the last inputs of the convolution) and ``ssm_state`` ``(batch, d_inner, d_state)``.
@@ -164,10 +164,11 @@ class Mamba(RecurrentLayer):
         )
         xs = F.silu(xs)
         delta_in, Bm, Cm = self.x_proj(xs).split([self.dt_rank, self.d_state, self.d_state], -1)
-        delta = F.softplus(self.dt_proj(delta_in))
-        if lengths is not None:  # Δ = 0: identity transition and no input on the padding
+        # Δ = softplus(W_Δ δ + b_Δ), the bias and softplus fused into the scan
+        delta = F.linear(delta_in, self.dt_proj.weight)
+        if lengths is not None:  # Δ = softplus(-inf) = 0 on the padding: identity, no input
             mask = length_mask(lengths, x.shape[1]).unsqueeze(-1)
-            delta = torch.where(mask, delta, torch.zeros((), dtype=delta.dtype))
+            delta = torch.where(mask, delta, torch.full((), -torch.inf, dtype=delta.dtype))
         y, ssm_state = selective_scan(
             xs,
             delta,
@@ -176,6 +177,8 @@ class Mamba(RecurrentLayer):
             Cm,
             self.D,
             z,
+            delta_bias=self.dt_proj.bias,
+            delta_softplus=True,
             initial_state=ssm_state,
             output_final_state=True,
             negative_eigenvalues=self.negative_eigenvalues,

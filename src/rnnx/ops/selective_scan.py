@@ -330,10 +330,14 @@ def _lib() -> ctypes.CDLL | None:
     if lib is not None and not getattr(lib, "_rnnx_ready", False):
         for sfx in _NATIVE_DTYPES.values():
             fwd = getattr(lib, f"rnnx_sscan_fwd_{sfx}")
-            fwd.argtypes = [_PTR] * 9 + [_PTR, _PTR] + [_I64] * 6 + [_INT, _INT]
+            # u delta A B C Dskip z bias | softplus | h0 out hlast ckpt offsets ckpt_off |
+            # S D N G K block | negative nthreads
+            fwd.argtypes = [_PTR] * 8 + [_INT] + [_PTR] * 6 + [_I64] * 6 + [_INT, _INT]
             fwd.restype = None
             bwd = getattr(lib, f"rnnx_sscan_bwd_{sfx}")
-            bwd.argtypes = [_PTR] * 14 + [_PTR, _PTR] + [_I64] * 6 + [_INT, _INT]
+            # u delta A B C Dskip z bias | softplus | ckpt gout ghlast gu gdelta gz gA gD gbias
+            # gB gC gh0 offsets ckpt_off | S D N G K block | negative nthreads
+            bwd.argtypes = [_PTR] * 8 + [_INT] + [_PTR] * 14 + [_I64] * 6 + [_INT, _INT]
             bwd.restype = None
             blocks = getattr(lib, f"rnnx_sscan_blocks_{sfx}")
             blocks.argtypes = [_I64, _I64, _I64]
@@ -358,29 +362,34 @@ def _checkpoint_offsets(offsets: Tensor, chunk: int) -> Tensor:
 
 
 class _NativeScan(torch.autograd.Function):
-    """The fused kernel on rows: u, dt (R, D); B, C (R, G, N); sequences at ``offsets``."""
+    """The fused kernel on rows: u, delta, z (R, D); B, C (R, G, N); sequences at
+    ``offsets``. Softplus, bias, the D skip and the z gate run inside the kernel."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, h0, offsets, chunk: int, negative: bool):  # type: ignore[override]
+    def forward(ctx, u, delta, A, B, C, Dskip, z, bias, h0, offsets, softplus, chunk, negative):  # type: ignore[override]
         lib = _lib()
         assert lib is not None
         sfx = _NATIVE_DTYPES[u.dtype]
         R, D = u.shape
         G, N = B.shape[1], B.shape[2]
         S = offsets.numel() - 1
-        need_grad = any(ctx.needs_input_grad[:6])
+        need_grad = any(ctx.needs_input_grad[:9])
         ckpt_off = _checkpoint_offsets(offsets, chunk)
         ckpt = u.new_empty((int(ckpt_off[-1]), D, N)) if need_grad else None
-        y = u.new_empty((R, D))
+        out = u.new_empty((R, D))
         h_last = u.new_empty((S, D, N))
         getattr(lib, f"rnnx_sscan_fwd_{sfx}")(
             u.data_ptr(),
-            dt.data_ptr(),
+            delta.data_ptr(),
             A.data_ptr(),
             B.data_ptr(),
             C.data_ptr(),
+            _ptr(Dskip),
+            _ptr(z),
+            _ptr(bias),
+            int(softplus),
             _ptr(h0),
-            y.data_ptr(),
+            out.data_ptr(),
             h_last.data_ptr(),
             _ptr(ckpt),
             offsets.data_ptr(),
@@ -395,39 +404,50 @@ class _NativeScan(torch.autograd.Function):
             torch.get_num_threads(),
         )
         if need_grad:
-            ctx.save_for_backward(u, dt, A, B, C, ckpt, offsets, ckpt_off)
-        ctx.chunk, ctx.negative, ctx.has_h0 = chunk, negative, h0 is not None
-        return y, h_last
+            ctx.save_for_backward(u, delta, A, B, C, Dskip, z, bias, ckpt, offsets, ckpt_off)
+        ctx.options = (softplus, chunk, negative, h0 is not None)
+        return out, h_last
 
     @staticmethod
-    def backward(ctx, g_y, g_last):  # type: ignore[override]
-        u, dt, A, B, C, ckpt, offsets, ckpt_off = ctx.saved_tensors
+    def backward(ctx, g_out, g_last):  # type: ignore[override]
+        u, delta, A, B, C, Dskip, z, bias, ckpt, offsets, ckpt_off = ctx.saved_tensors
+        softplus, chunk, negative, has_h0 = ctx.options
         lib = _lib()
         assert lib is not None
         sfx = _NATIVE_DTYPES[u.dtype]
         R, D = u.shape
         G, N = B.shape[1], B.shape[2]
         S = offsets.numel() - 1
-        g_y = torch.zeros_like(u) if g_y is None else g_y.contiguous()
+        g_out = torch.zeros_like(u) if g_out is None else g_out.contiguous()
         g_last = None if g_last is None else g_last.contiguous()
         nblk = getattr(lib, f"rnnx_sscan_blocks_{sfx}")(D, G, _BWD_BLOCK)
-        gu, gdt = torch.empty_like(u), torch.empty_like(dt)
+        gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
+        gz = None if z is None else torch.empty_like(z)
         gA_part = u.new_empty((S, D, N))
+        gD_part = None if Dskip is None else u.new_empty((S, D))
+        gbias_part = None if bias is None else u.new_empty((S, D))
         gB_part = u.new_empty((nblk, R, G, N))
         gC_part = u.new_empty((nblk, R, G, N))
-        gh0 = u.new_empty((S, D, N)) if (ctx.has_h0 and ctx.needs_input_grad[5]) else None
+        gh0 = u.new_empty((S, D, N)) if (has_h0 and ctx.needs_input_grad[8]) else None
         getattr(lib, f"rnnx_sscan_bwd_{sfx}")(
             u.data_ptr(),
-            dt.data_ptr(),
+            delta.data_ptr(),
             A.data_ptr(),
             B.data_ptr(),
             C.data_ptr(),
+            _ptr(Dskip),
+            _ptr(z),
+            _ptr(bias),
+            int(softplus),
             ckpt.data_ptr(),
-            g_y.data_ptr(),
+            g_out.data_ptr(),
             _ptr(g_last),
             gu.data_ptr(),
-            gdt.data_ptr(),
+            gdelta.data_ptr(),
+            _ptr(gz),
             gA_part.data_ptr(),
+            _ptr(gD_part),
+            _ptr(gbias_part),
             gB_part.data_ptr(),
             gC_part.data_ptr(),
             _ptr(gh0),
@@ -437,14 +457,16 @@ class _NativeScan(torch.autograd.Function):
             D,
             N,
             G,
-            ctx.chunk,
+            chunk,
             _BWD_BLOCK,
-            int(ctx.negative),
+            int(negative),
             torch.get_num_threads(),
         )
         gB = gB_part.sum(0) if nblk > 1 else gB_part[0]
         gC = gC_part.sum(0) if nblk > 1 else gC_part[0]
-        return gu, gdt, gA_part.sum(0), gB, gC, gh0, None, None, None
+        gD = None if gD_part is None else gD_part.sum(0)
+        gbias = None if gbias_part is None else gbias_part.sum(0)
+        return (gu, gdelta, gA_part.sum(0), gB, gC, gD, gz, gbias, gh0) + (None,) * 4
 
 
 # --------------------------------------------------------------------------- packing
@@ -545,37 +567,48 @@ def selective_scan(
         impl = "native" if lib is not None else "chunked"
     batch, length, dim = u.shape
     N = A.shape[1]
-    dt = _delta(delta, delta_bias, delta_softplus, cdt)
-    uc, Ac, Bc, Cc = u.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
-    h0 = None if initial_state is None else initial_state.to(cdt)
     if impl == "native":
         offsets = torch.arange(batch + 1, dtype=torch.int64) * length if cu is None else cu.clone()
-        y, h_last = _NativeScan.apply(
-            uc.reshape(-1, dim).contiguous(),
-            dt.reshape(-1, dim).contiguous(),
-            Ac.contiguous(),
-            Bc.reshape(-1, *Bc.shape[2:]).contiguous(),
-            Cc.reshape(-1, *Cc.shape[2:]).contiguous(),
-            None if h0 is None else h0.contiguous(),
+
+        def rows(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(cdt).reshape(batch * length, *t.shape[2:])
+
+        def flat(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(cdt).contiguous()
+
+        out, h_last = _NativeScan.apply(
+            rows(u).contiguous(),
+            rows(delta).contiguous(),
+            flat(A),
+            rows(B).contiguous(),
+            rows(C).contiguous(),
+            flat(D),
+            None if z is None else rows(z).contiguous(),
+            flat(delta_bias),
+            flat(initial_state),
             offsets,
+            delta_softplus,
             chunk_size,
             negative_eigenvalues,
         )
-        y = y.reshape(batch, length, dim)
+        out = out.reshape(batch, length, dim).to(u.dtype)
+        return out, (h_last if output_final_state else None)
+    dt = _delta(delta, delta_bias, delta_softplus, cdt)
+    uc, Ac, Bc, Cc = u.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
+    h0 = None if initial_state is None else initial_state.to(cdt)
+    if cu is not None:
+        # pad the packed sequences into a batch; Δ = 0 on padding keeps the state
+        up, mask = _packed_to_padded(uc, cu)
+        dtp = _packed_to_padded(dt, cu)[0]
+        dtp = torch.where(mask.unsqueeze(-1), dtp, torch.zeros((), dtype=cdt))
+        Bp, Cp = _packed_to_padded(Bc, cu)[0], _packed_to_padded(Cc, cu)[0]
+        n_seq = cu.numel() - 1
     else:
-        if cu is not None:
-            # pad the packed sequences into a batch; Δ = 0 on padding keeps the state
-            up, mask = _packed_to_padded(uc, cu)
-            dtp = _packed_to_padded(dt, cu)[0]
-            dtp = torch.where(mask.unsqueeze(-1), dtp, torch.zeros((), dtype=cdt))
-            Bp, Cp = _packed_to_padded(Bc, cu)[0], _packed_to_padded(Cc, cu)[0]
-            n_seq = cu.numel() - 1
-        else:
-            up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
-        if h0 is None:
-            h0 = uc.new_zeros((n_seq, dim, N))
-        y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
-        if cu is not None:
-            y = y[mask].unsqueeze(0)
+        up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
+    if h0 is None:
+        h0 = uc.new_zeros((n_seq, dim, N))
+    y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+    if cu is not None:
+        y = y[mask].unsqueeze(0)
     out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)
     return out, (h_last if output_final_state else None)

@@ -251,3 +251,17 @@ def test_native_disabled_by_environment(monkeypatch):
         assert_close(scan(a, b, h0)[0], scan_reference(a, b, h0)[0], rtol=1e-12)
     finally:
         _native.reset()
+
+
+def test_native_works_after_a_reset():
+    """A reset reloads the library as a new object; its ctypes signatures must be set again
+    (they were cached per process, and the next native call crashed)."""
+    if not scan_module.native_available():
+        pytest.skip("native kernel unavailable here")
+    a, b, h0 = _case(Diagonal(), "full", torch.float64)
+    expected = scan_reference(a, b, h0)[0]
+    _native.reset()
+    try:
+        assert_close(scan(a, b, h0, backend="native")[0], expected, rtol=1e-12)
+    finally:
+        _native.reset()

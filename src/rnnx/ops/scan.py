@@ -305,7 +305,9 @@ _signatures_set: set[str] = set()
 
 def _lib() -> ctypes.CDLL | None:
     lib = _native.load("scan")
-    if lib is not None and "done" not in _signatures_set:
+    # argtypes live on the library object: after _native.reset() the next load is a new
+    # object that needs them again (without them ctypes passes pointers as C ints)
+    if lib is not None and ("done" not in _signatures_set or not getattr(lib, "_rnnx_ready", 0)):
         for kind in ("diag", "block"):
             for sfx in _NATIVE_DTYPES.values():
                 if kind == "block" and sfx.startswith("c"):
@@ -350,6 +352,7 @@ def _lib() -> ctypes.CDLL | None:
                 ]
                 adj.restype = None
         _signatures_set.add("done")
+        lib._rnnx_ready = True
     return lib
 
 

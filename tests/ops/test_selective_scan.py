@@ -367,10 +367,6 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
     monkeypatch.setenv("RNNX_CACHE_DIR", str(tmp_path))
     _native.reset()
-    # rnnx.ops.scan (used by the chunked path) sets its ctypes signatures once per process;
-    # after a reset its library is a new object that needs them again
-    scan_signatures = sys.modules["rnnx.ops.scan"]._signatures_set
-    scan_signatures.clear()
     try:
         c = _case(L=20)
         with warnings.catch_warnings(record=True) as record:
@@ -385,7 +381,6 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
             _run(c, backend="native", with_grad=False)
     finally:
         _native.reset()
-        scan_signatures.clear()
 
 
 @pytest.mark.parametrize(

@@ -374,7 +374,7 @@ class _NativeScan(torch.autograd.Function):
         G, N = B.shape[1], B.shape[2]
         S = offsets.numel() - 1
         need_grad = any(ctx.needs_input_grad[:9])
-        ckpt_off = _checkpoint_offsets(offsets, chunk)
+        ckpt_off = _checkpoint_offsets(offsets, chunk) if need_grad else None
         ckpt = u.new_empty((int(ckpt_off[-1]), D, N)) if need_grad else None
         out = u.new_empty((R, D))
         h_last = u.new_empty((S, D, N))
@@ -393,7 +393,7 @@ class _NativeScan(torch.autograd.Function):
             h_last.data_ptr(),
             _ptr(ckpt),
             offsets.data_ptr(),
-            ckpt_off.data_ptr(),
+            _ptr(ckpt_off),
             S,
             D,
             N,

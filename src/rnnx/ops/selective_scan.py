@@ -24,7 +24,8 @@ Backends (the same function; chosen by explicit ``backend``, never by values or 
   (linear-cost autograd). The oracle of the tests.
 * ``"native"``: a fused C++ kernel (``rnnx/_native/selective_scan.cpp``). The state
   (D, N) of a sequence stays in cache while the kernel walks time, computing Ā on the
-  fly and y_t = C_t·h_t at once: nothing of size (batch, length, D, N) is ever written.
+  fly and y_t = C_t·h_t at once, with softplus, bias, D and the z gate in the same pass:
+  nothing of size (batch, length, D, N) is ever written.
   The forward keeps a checkpoint of the state every ``chunk_size`` steps when a gradient
   is needed; the backward recomputes each chunk from its checkpoint and runs the adjoint
   recurrence through it (memory O(batch·length·D·N / chunk_size)).

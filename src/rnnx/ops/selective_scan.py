@@ -264,14 +264,16 @@ def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, cdt
 
 def _chunk_states(u, dt, A, B, C, h, negative):
     """One chunk by :func:`rnnx.ops.scan`: (y (b, K, D), state after the chunk)."""
-    dim = u.shape[-1]
+    b, K, dim = u.shape
+    G, N = B.shape[-2:]
     a = torch.exp(dt.unsqueeze(-1) * A)  # (b, K, D, N)
     if negative:
         a = 2 * a - 1
-    x = (dt * u).unsqueeze(-1) * _expand_groups(B, dim)
+    # channels as (group, channel in group): B and C broadcast, never repeated per channel
+    x = ((dt * u).view(b, K, G, dim // G, 1) * B.unsqueeze(3)).view(b, K, dim, N)
     hs, last = scan(a, x, h)
-    y = (hs * _expand_groups(C, dim)).sum(-1)
-    return y, last
+    y = torch.einsum("bkgen,bkgn->bkge", hs.view(b, K, G, dim // G, N), C)
+    return y.reshape(b, K, dim), last
 
 
 class _ChunkedScan(torch.autograd.Function):

@@ -15,10 +15,13 @@ into chunks of ``chunk_size`` Q and computes
 1. inside each chunk, the quadratic form y_diag = (C B^T ∘ decay ∘ Δ) x by matrix products;
 2. each chunk's state from a zero start, S_c = Σ_j exp(Σ_{k>j} Δ_k A) Δ_j x_j B_j^T;
 3. the states entering the chunks by a scan across chunks, h_c = exp(Σ_chunk Δ A) h_{c-1} + S_c
-   (:func:`rnnx.ops.scan`, native on CPU);
+   (L/Q steps of one scalar decay per head);
 4. the contribution of the entering state, y_off_i = exp(Σ_{k<=i} Δ_k A) h_{c-1} C_i.
 
-Work is O(L Q) for the quadratic part and O(L N P) for the rest; autograd keeps
+Inside a chunk, heads go before time so that every contraction is a batched matrix
+product; the heads of a group share B and C, so the state and read-out products run
+once per group over (heads · P) columns. Work is O(L Q) for the quadratic part and
+O(L N P) for the rest; autograd keeps
 O(batch · L · Q · H) numbers (the decay matrices) and the chunk states, never a state per
 step. Decays are formed as segment sums Σ_{k=j+1..i} Δ_k A (a cumulative sum of masked
 entries, not a difference of two cumulative sums), so they stay exact for long chunks.
@@ -38,7 +41,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
-from rnnx.ops.scan import scan
 from rnnx.ops.selective_scan import _check_cu_seqlens, _compute_dtype, _packed_to_padded
 
 Backend = Literal["auto", "chunked", "reference"]
@@ -195,7 +197,11 @@ def ssd_reference(
 
 
 def _ssd_chunked(x, dt, A, B, C, h0, Q: int):
-    """The chunked SSD algorithm (module docstring): (y without D, final state)."""
+    """The chunked SSD algorithm (module docstring): (y without D, final state).
+
+    Heads go before time inside a chunk, so that every contraction is a batched matrix
+    product over the chunk's (Q x Q), (Q x P) and (Q x N) blocks.
+    """
     b, L, H, P = x.shape
     G, N = B.shape[-2:]
     hpg = H // G
@@ -204,34 +210,46 @@ def _ssd_chunked(x, dt, A, B, C, h0, Q: int):
     pad = n * Q - L
     if pad:  # zero steps with Δ = 0: no decay, no input, so the final state is unchanged
         x, dt, B, C = (F.pad(t, (0,) * (2 * (t.dim() - 2)) + (0, pad)) for t in (x, dt, B, C))
-    x = x.reshape(b, n, Q, G, hpg, P)
-    dt = dt.reshape(b, n, Q, G, hpg)
-    B = B.reshape(b, n, Q, G, N)
-    C = C.reshape(b, n, Q, G, N)
-    la = dt * A.reshape(G, hpg)  # log of each step's decay, <= 0
+    x = x * dt.unsqueeze(-1)  # Δ_j x_j: cheaper here than on the (Q x Q) weights
+    xq = x.reshape(b, n, Q, G, hpg, P).transpose(2, 3)  # (b, n, G, Q, hpg, P), a view
+    x = xq.permute(0, 1, 2, 4, 3, 5)  # (b, n, G, hpg, Q, P), a view
+    dt = dt.reshape(b, n, Q, G, hpg).permute(0, 1, 3, 4, 2)  # (b, n, G, hpg, Q)
+    B = B.reshape(b, n, Q, G, N).transpose(2, 3)  # (b, n, G, Q, N)
+    C = C.reshape(b, n, Q, G, N).transpose(2, 3)
+    la = dt * A.reshape(G, hpg, 1)  # log of each step's decay, <= 0
     # seg[i, j] = Σ_{k=j+1..i} la_k for i >= j, as a cumulative sum of masked entries
     idx = torch.arange(Q, device=x.device)
-    below = (idx[:, None] > idx[None, :]).reshape(1, 1, Q, Q, 1, 1)
+    below = idx[:, None] > idx[None, :]
     zero = torch.zeros((), dtype=la.dtype, device=la.device)
-    seg = torch.where(below, la.unsqueeze(3), zero).cumsum(2)  # (b, n, Qi, Qj, G, hpg)
-    causal = (idx[:, None] >= idx[None, :]).reshape(1, 1, Q, Q, 1, 1)
+    seg = torch.where(below, la.unsqueeze(-1), zero).cumsum(-2)  # (b, n, G, hpg, Qi, Qj)
+    causal = idx[:, None] >= idx[None, :]
     decay = torch.exp(torch.where(causal, seg, torch.full((), -torch.inf, dtype=la.dtype)))
-    # 1) inside the chunks: y_i = Σ_{j<=i} (C_i·B_j) decay[i, j] Δ_j x_j
-    CB = torch.einsum("bnigs,bnjgs->bnijg", C, B)
-    W = CB.unsqueeze(-1) * decay * dt.unsqueeze(2)
-    y = torch.einsum("bnijgh,bnjghp->bnighp", W, x)
-    # 2) each chunk's state from a zero start
-    to_end = decay[:, :, -1] * dt  # exp(Σ_{k>j} la_k) Δ_j   (b, n, Q, G, hpg)
-    S = torch.einsum("bnjgh,bnjghp,bnjgs->bnghps", to_end, x, B)
-    # 3) the states entering each chunk, by a scan across chunks
-    cs = la.cumsum(2)  # Σ_{k<=i} la_k from the chunk start
-    chunk_decay = torch.exp(cs[:, :, -1])  # (b, n, G, hpg)
-    h0g = h0.reshape(b, G, hpg, P, N)
-    hs, h_last = scan(chunk_decay[..., None, None], S, h0g)
-    h_enter = torch.cat([h0g.unsqueeze(1), hs[:, :-1]], 1)
-    # 4) the entering state read out inside the chunk
-    y = y + torch.einsum("bnigs,bnghps->bnighp", C, h_enter) * torch.exp(cs).unsqueeze(-1)
-    return y.reshape(b, n * Q, H, P)[:, :L], h_last.reshape(b, H, P, N)
+    # 1) inside the chunks: y_i = Σ_{j<=i} (C_i·B_j) decay[i, j] Δ_j x_j, per head
+    CB = (C @ B.transpose(-1, -2)).unsqueeze(3)  # (b, n, G, 1, Qi, Qj)
+    y = (CB * decay) @ x  # (b, n, G, hpg, Q, P)
+    # 2) each chunk's state from a zero start, Σ_j exp(Σ_{k>j} la_k) Δ_j x_j B_j^T: the
+    # heads of a group share B, so one product over (hpg·P) x Q x N per group
+    to_end = decay[..., -1, :].transpose(-1, -2).unsqueeze(-1)  # (b, n, G, Q, hpg, 1)
+    xs = (xq * to_end).reshape(b, n, G, Q, hpg * P)
+    S = (xs.transpose(-1, -2) @ B).reshape(b, n, G, hpg, P, N)
+    # 3) the states entering each chunk, by a scan across the L/Q chunks. The decay is one
+    # scalar per head, so a loop of L/Q broadcast steps moves less memory than
+    # rnnx.ops.scan, which would expand it to a full (P x N) transition per chunk.
+    cs = la.cumsum(-1)  # Σ_{k<=i} la_k from the chunk start
+    chunk_decay = torch.exp(cs[..., -1])[..., None, None]  # (b, n, G, hpg, 1, 1)
+    h = h0.reshape(b, G, hpg, P, N)
+    entering = []
+    for decay_c, S_c in zip(chunk_decay.unbind(1), S.unbind(1)):  # unbind: linear backward
+        entering.append(h)
+        h = decay_c * h + S_c
+    h_last = h
+    h_enter = torch.stack(entering, 1).reshape(b, n, G, hpg * P, N)
+    # 4) the entering state read out inside the chunk (one product per group), decayed
+    y_off = (C @ h_enter.transpose(-1, -2)).reshape(b, n, G, Q, hpg, P)
+    y_off = y_off * torch.exp(cs).transpose(-1, -2).unsqueeze(-1)
+    y = y.transpose(3, 4) + y_off  # (b, n, G, Q, hpg, P)
+    y = y.transpose(2, 3).reshape(b, n * Q, H, P)
+    return y[:, :L], h_last.reshape(b, H, P, N)
 
 
 # --------------------------------------------------------------------------- public

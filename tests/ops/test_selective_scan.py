@@ -394,6 +394,8 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
         ({"D": torch.randn(4)}, ValueError, r"D: expected a floating-point tensor of shape \(3,\)"),
         ({"z": torch.randn(2, 4, 3)}, ValueError, r"z: expected .* shape \(2, 5, 3\)"),
         ({"initial_state": torch.randn(2, 3)}, ValueError, r"initial_state: expected shape"),
+        ({"B": torch.ones(2, 5, 2, dtype=torch.int64)}, TypeError, "B: expected a floating"),
+        ({"D": torch.ones(3, device="meta")}, ValueError, "D: expected device cpu like u"),
         ({"backend": "gpu"}, ValueError, "backend: expected one of"),
         ({"chunk_size": 0}, ValueError, "chunk_size: expected an int >= 1"),
     ],

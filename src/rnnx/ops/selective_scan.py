@@ -142,8 +142,13 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens):
                 f"{name}: expected a floating-point tensor of shape {fmt_shape(want)}, got "
                 f"shape {fmt_shape(t.shape)} and dtype {t.dtype}"
             )
-    for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C)):
-        if t.device != u.device:
+    for name, t in (("B", B), ("C", C)):
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    named = (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z))
+    named += (("delta_bias", delta_bias), ("initial_state", initial_state))
+    for name, t in named:
+        if t is not None and t.device != u.device:
             raise ValueError(f"{name}: expected device {u.device} like u, got {t.device}")
     cu = None if cu_seqlens is None else _check_cu_seqlens(cu_seqlens, batch, length)
     n_seq = batch if cu is None else cu.numel() - 1

@@ -98,8 +98,12 @@ def _validate(x, dt, A, B, C, D, dt_bias, initial_state, cu_seqlens):
         dt_bias = require_tensor("dt_bias", dt_bias)
         if tuple(dt_bias.shape) != (H,):
             raise ValueError(f"dt_bias: expected shape ({H},), got {fmt_shape(dt_bias.shape)}")
-    for name, t in (("dt", dt), ("A", A), ("B", B), ("C", C)):
-        if t.device != x.device:
+    for name, t in (("B", B), ("C", C)):
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    named = (("dt", dt), ("A", A), ("B", B), ("C", C), ("D", D), ("dt_bias", dt_bias))
+    for name, t in (*named, ("initial_state", initial_state)):
+        if t is not None and t.device != x.device:
             raise ValueError(f"{name}: expected device {x.device} like x, got {t.device}")
     cu = None if cu_seqlens is None else _check_cu_seqlens(cu_seqlens, batch, length)
     n_seq = batch if cu is None else cu.numel() - 1

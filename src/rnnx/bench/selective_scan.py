@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,27 @@ def load_mamba_reference() -> tuple[Any | None, str]:
         },
     )
     return (None, why) if module is None else (module.selective_scan_ref, "")
+
+
+def no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
+    def call() -> Any:
+        with torch.no_grad():
+            return fn()
+
+    return call
+
+
+def time_in_turns(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median wall time (seconds) of each callable, measured in turns: every round runs
+    each callable once, so a change in the load of this shared machine hits all alike
+    and the ratios between them hold. One warm-up run each first."""
+    for fn in fns.values():
+        fn()
+    runs: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, rounds)):
+        for k, fn in fns.items():
+            runs[k].append(timeit(fn, repeat=1, warmup=0)["min"])
+    return {k: statistics.median(v) for k, v in runs.items()}
 
 
 def decode_latency(layer: Any, positions: list[int], repeat: int) -> list[dict[str, float]]:
@@ -232,20 +255,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         B, D, N, L = 2, 64, 8, 256
         positions = [0, 64, 256]
-    repeat, few = args.repeat, max(1, args.repeat // 2)
+    repeat = args.repeat
     inp = make_inputs(B, D, N, L)
     times: dict[str, float | None] = {}
     notes: list[str] = []
 
     with torch.no_grad():
         out_native = _rnnx(inp, "native", K)
-        times["native fwd"] = timeit(lambda: _rnnx(inp, "native", K), repeat=repeat)["median"]
-        times["chunked fwd"] = timeit(lambda: _rnnx(inp, "chunked", K), repeat=few)["median"]
-        times["reference fwd"] = timeit(lambda: _rnnx(inp, "reference", K), repeat=few)["median"]
-    print("  forward: done", flush=True)
-
     ref, why = (None, "--no-peer") if args.no_peer else load_mamba_reference()
     equal = None
+    forward = {
+        f"{b} fwd": no_grad(lambda b=b: _rnnx(inp, b, K))
+        for b in ("native", "chunked", "reference")
+    }
     if ref is None:
         notes.append(f"mamba_ssm skipped: {why}")
         print(f"  mamba_ssm skipped: {why}", flush=True)
@@ -253,23 +275,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         with torch.no_grad():
             out_ref = _mamba(ref, inp)
-            diff = float((out_ref - out_native).abs().max())
-            scale = float(out_ref.abs().max())
-            equal = {
-                "max abs diff": diff,
-                "max abs output": scale,
-                "allclose(rtol=1e-4, atol=1e-5*scale)": bool(
-                    torch.allclose(out_native, out_ref, rtol=1e-4, atol=1e-5 * scale)
-                ),
-            }
-            times["mamba ref fwd"] = timeit(lambda: _mamba(ref, inp), repeat=few, warmup=0)[
-                "median"
-            ]
-        print(f"  mamba_ssm selective_scan_ref: done (max |diff| {diff:.2e})", flush=True)
-
-    for backend, reps in (("native", repeat), ("chunked", few), ("reference", few)):
-        fn = fwd_bwd_callable(backend, B, D, N, L, K)
-        times[f"{backend} fwd+bwd"] = timeit(fn, repeat=reps)["median"]
+        diff = float((out_ref - out_native).abs().max())
+        scale = float(out_ref.abs().max())
+        equal = {
+            "max abs diff": diff,
+            "max abs output": scale,
+            "allclose(rtol=1e-4, atol=1e-5*scale)": bool(
+                torch.allclose(out_native, out_ref, rtol=1e-4, atol=1e-5 * scale)
+            ),
+        }
+        forward["mamba ref fwd"] = no_grad(lambda: _mamba(ref, inp))
+        print(f"  mamba_ssm selective_scan_ref loaded (max |diff| {diff:.2e})", flush=True)
+    times.update(time_in_turns(forward, repeat))
+    print("  forward: done", flush=True)
+    backward = {
+        f"{b} fwd+bwd": fwd_bwd_callable(b, B, D, N, L, K)
+        for b in ("native", "chunked", "reference")
+    }
+    times.update(time_in_turns(backward, repeat))
     print("  forward+backward: done", flush=True)
 
     memory: dict[str, float] = {}
@@ -332,8 +355,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ]
     print(
         f"\nselective scan, float32, batch {B}, D {D}, N {N}, length {L}, chunk {K}, "
-        f"{torch.get_num_threads()} threads (times: median of {repeat}, {few} for the slow "
-        "paths)\n"
+        f"{torch.get_num_threads()} threads (times: median of {repeat} rounds, each "
+        "path once per round)\n"
     )
     print(markdown_table(rows, cols))
     if equal is not None:

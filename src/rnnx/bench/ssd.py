@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from rnnx.bench._common import machine_info, markdown_table, ms, peak_memory, timeit, write_json
-from rnnx.bench.selective_scan import decode_latency, load_mamba_module
+from rnnx.bench._common import machine_info, markdown_table, ms, peak_memory, write_json
+from rnnx.bench.selective_scan import decode_latency, load_mamba_module, no_grad, time_in_turns
 from rnnx.ops.ssd import ssd
 
 DESCRIPTION = "Mamba-2 SSD: chunked vs recurrent reference (and mamba_ssm's ssd_minimal)"
@@ -92,21 +92,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         Bz, L, H, P, N, K = 2, 256, 2, 16, 16, 64
         sweep, positions = [32, 64], [0, 64, 256]
-    repeat, few = args.repeat, max(1, args.repeat // 2)
+    repeat = args.repeat
     shape = (Bz, L, H, P, N)
     inp = make_inputs(*shape)
-    t: dict[str, float | None] = {}
+    t: dict[str, float | None] = {"minimal fwd": None, "minimal fwd+bwd": None}
     notes: list[str] = []
     with torch.no_grad():
         y = _rnnx(inp, "chunked", K)
         y_ref = _rnnx(inp, "reference", K)
-        t["chunked fwd"] = timeit(lambda: _rnnx(inp, "chunked", K), repeat=repeat)["median"]
-        t["reference fwd"] = timeit(lambda: _rnnx(inp, "reference", K), repeat=few)["median"]
     diffs = {"reference": float((y - y_ref).abs().max() / y_ref.abs().max())}
-    print("  forward: done", flush=True)
-    t["chunked fwd+bwd"] = timeit(fwd_bwd_callable("chunked", *shape, K), repeat=repeat)["median"]
-    t["reference fwd+bwd"] = timeit(fwd_bwd_callable("reference", *shape, K), repeat=few)["median"]
-    print("  forward+backward: done", flush=True)
+    forward = {f"{b} fwd": no_grad(lambda b=b: _rnnx(inp, b, K)) for b in ("chunked", "reference")}
+    backward = {f"{b} fwd+bwd": fwd_bwd_callable(b, *shape, K) for b in ("chunked", "reference")}
 
     module, why = (
         (None, "--no-peer")
@@ -116,7 +112,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             {"mamba_ssm.ops.triton.ssd_combined": {"mamba_chunk_scan_combined": None}},
         )
     )
-    t["minimal fwd"] = t["minimal fwd+bwd"] = None
     if module is None or L % K:
         why = why or f"ssd_minimal needs a length divisible by the chunk ({L} % {K})"
         notes.append(f"mamba_ssm ssd_minimal skipped: {why}")
@@ -125,8 +120,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         fn = module.ssd_minimal_discrete
         with torch.no_grad():
             y_min = _minimal(fn, inp, K)
-            diffs["ssd_minimal"] = float((y - y_min).abs().max() / y_min.abs().max())
-            t["minimal fwd"] = timeit(lambda: _minimal(fn, inp, K), repeat=few)["median"]
+        diffs["ssd_minimal"] = float((y - y_min).abs().max() / y_min.abs().max())
+        forward["minimal fwd"] = no_grad(lambda: _minimal(fn, inp, K))
         grad_inp = {k: v.detach().clone().requires_grad_() for k, v in inp.items()}
 
         def minimal_fwd_bwd() -> None:
@@ -134,8 +129,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 v.grad = None
             _minimal(fn, grad_inp, K).sum().backward()
 
-        t["minimal fwd+bwd"] = timeit(minimal_fwd_bwd, repeat=few)["median"]
-        print("  mamba_ssm ssd_minimal: done", flush=True)
+        backward["minimal fwd+bwd"] = minimal_fwd_bwd
+        print("  mamba_ssm ssd_minimal loaded", flush=True)
+    t.update(time_in_turns(forward, repeat))
+    print("  forward: done", flush=True)
+    t.update(time_in_turns(backward, repeat))
+    print("  forward+backward: done", flush=True)
 
     def ratio(a: str, b: str) -> float | None:
         return t[a] / t[b] if t.get(a) and t.get(b) else None
@@ -152,12 +151,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ssd_minimal / chunked": ratio(f"minimal {p}", f"chunked {p}"),
             }
         )
-    sweep_rows = []
-    for c in sweep:
-        s = timeit(fwd_bwd_callable("chunked", *shape, c), repeat=few)["median"]
-        sweep_rows.append(
-            {"chunk": c, "fwd+bwd ms": ms(s), "reference / this": t["reference fwd+bwd"] / s}
-        )
+    swept = time_in_turns({c: fwd_bwd_callable("chunked", *shape, c) for c in sweep}, repeat)
+    sweep_rows = [
+        {"chunk": c, "fwd+bwd ms": ms(v), "reference / this": t["reference fwd+bwd"] / v}
+        for c, v in swept.items()
+    ]
     print("  chunk sweep: done", flush=True)
     memory: dict[str, float] = {}
     if not args.no_memory:
@@ -185,7 +183,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     print(
         f"\nSSD, float32, batch {Bz}, length {L}, {H} heads x {P}, state {N}, chunk {K}, "
-        f"{torch.get_num_threads()} threads (median of {repeat}; {few} for slow paths)\n"
+        f"{torch.get_num_threads()} threads (median of {repeat} rounds, each path once per "
+        "round)\n"
     )
     cols = [
         "pass",

@@ -90,23 +90,25 @@ struct F8 {
   friend F8 operator+(F8 a, F8 b) { return {_mm256_add_ps(a.v, b.v)}; }
   friend F8 operator*(F8 a, F8 b) { return {_mm256_mul_ps(a.v, b.v)}; }
   static F8 fma(F8 a, F8 b, F8 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
-  // exp by range reduction x = k ln2 + r, |r| <= ln2/2, and a degree-7 polynomial for
-  // e^r (Cephes' expf coefficients): within 1-2 ulp of expf over [-87, 88]. Below -87
+  // exp(x) = 2^k 2^f with k = round(x log2 e) and f = x log2 e - k in [-1/2, 1/2], formed
+  // by fma with one rounding plus the constant's low part; 2^f by a degree-6 polynomial
+  // (Cephes' exp2f coefficients). Within 1e-7 relative of exp over [-87, 88]. Below -87
   // (about 1.6e-38, where float32 turns denormal) the result is 0, so exp(-inf) = 0
   // exactly; NaN stays NaN.
   static F8 exp(F8 a) {
-    __m256 x = _mm256_min_ps(_mm256_max_ps(a.v, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    const __m256 x =
+        _mm256_min_ps(_mm256_max_ps(a.v, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
     const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), x);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.428606765330187e-06f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256 f = _mm256_fmsub_ps(x, _mm256_set1_ps(1.44269502162933349609375f), k);
+    f = _mm256_fmadd_ps(x, _mm256_set1_ps(1.925963033500011e-08f), f);
+    __m256 p = _mm256_set1_ps(1.535336188319500e-4f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339887440266574e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618437357674640e-3f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550332471162809e-2f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402264791363012e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931472028550421e-1f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
     const __m256i e = _mm256_slli_epi32(
         _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
     __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));

@@ -150,10 +150,16 @@ struct LanesOf<float> {
 };
 #endif
 
-// The transition from e = exp(dt A).
-template <typename V>
-inline V transition(V e, bool negative) {
-  return negative ? V::fma(V::set1(2), e, V::set1(-1)) : e;
+// The transition from e = exp(dt A), and its derivative d a / d(dt A) from a.
+template <bool Negative, typename V>
+inline V transition(V e) {
+  if constexpr (Negative) return V::fma(V::set1(2), e, V::set1(-1));
+  return e;
+}
+template <bool Negative, typename V>
+inline V transition_slope(V a) {
+  if constexpr (Negative) return a + V::set1(1);  // 2 e = a + 1
+  return a;
 }
 
 // softplus(x) = max(x, 0) + log(1 + exp(-|x|)) and sigmoid(x), sharing exp(-|x|).
@@ -180,15 +186,14 @@ struct Problem {
   i64 Dg;      // channels per group
   i64 nb;      // channels per unit (a multiple of the lane width)
   i64 nblk;    // units per (sequence, group)
-  bool negative;
   i64 units() const { return S * G * nblk; }
 };
 
 template <typename T>
 Problem make_problem(const i64* offsets, const i64* ckpt_off, i64 S, i64 D, i64 N, i64 G, i64 K,
-                     i64 block, int negative) {
+                     i64 block) {
   constexpr i64 W = LanesOf<T>::type::W;
-  Problem p{offsets, ckpt_off, S, D, N, G, K, D / G, 0, 0, negative != 0};
+  Problem p{offsets, ckpt_off, S, D, N, G, K, D / G, 0, 0};
   const i64 want = std::max<i64>(W, (std::min(block, p.Dg) + W - 1) / W * W);
   p.nblk = (p.Dg + want - 1) / want;
   // spread the channels of a group evenly over its blocks, in whole lanes
@@ -219,7 +224,7 @@ inline void stage(T* dst, const T* src, i64 n, i64 padded) {
 
 // ------------------------------------------------------------------ forward
 
-template <typename T>
+template <typename T, bool Neg>
 void forward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
              const Pointwise<T>& pw, const T* h0, T* out, T* hlast, T* ckpt, const Problem& P,
              int nthreads) {
@@ -269,7 +274,7 @@ void forward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
           V acc = V::zero();
           for (i64 n = 0; n < N; ++n) {
             T* hp = &h[n * nb + v * W];
-            const V a = transition(V::exp(dtl * V::load(&At[n * nb + v * W])), P.negative);
+            const V a = transition<Neg>(V::exp(dtl * V::load(&At[n * nb + v * W])));
             const V hn = V::fma(a, V::load(hp), dul * V::set1(Br[n]));
             hn.store(hp);
             acc = V::fma(hn, V::set1(Cr[n]), acc);
@@ -300,7 +305,7 @@ struct Grads {
   T* gh0;                       // (S, D, N) or null
 };
 
-template <typename T>
+template <typename T, bool Neg>
 void backward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
               const Pointwise<T>& pw, const T* ckpt, const T* gout, const T* ghlast,
               const Grads<T>& gr, const Problem& P, int nthreads) {
@@ -365,7 +370,7 @@ void backward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
             V acc = V::zero();
             for (i64 n = 0; n < N; ++n) {
               const i64 o = n * nb + v * W;
-              const V a = transition(V::exp(dtl * V::load(&At[o])), P.negative);
+              const V a = transition<Neg>(V::exp(dtl * V::load(&At[o])));
               a.store(ak + o);
               const V hn = V::fma(a, V::load(prev + o), dul * V::set1(Br[n]));
               hn.store(hk + o);
@@ -408,7 +413,7 @@ void backward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
               gCl[n] = V::fma(gyl, V::load(hk + o), gCl[n]);
               gBl[n] = V::fma(lamn, dul, gBl[n]);
               const V a = V::load(ak + o);
-              const V da = P.negative ? a + V::set1(1) : a;  // d a / d(dt A)
+              const V da = transition_slope<Neg>(a);  // d a / d(dt A)
               const V gz = lamn * V::load(hprev + o) * da;   // gradient of dt A
               gdt_a = V::fma(gz, V::load(&At[o]), gdt_a);
               V::fma(gz, dtl, V::load(&gAacc[o])).store(&gAacc[o]);
@@ -454,12 +459,13 @@ void backward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
       const T* z, const T* bias, int softplus, const T* h0, T* out, T* hlast, T* ckpt,         \
       const i64* offsets, const i64* ckpt_off, i64 S, i64 D, i64 N, i64 G, i64 K, i64 block,  \
       int negative, int nthreads) {                                                            \
-    const Problem P = make_problem<T>(offsets, ckpt_off, S, D, N, G, K, block, negative);      \
+    const Problem P = make_problem<T>(offsets, ckpt_off, S, D, N, G, K, block);                \
     const Pointwise<T> pw{Dskip, z, bias, softplus != 0};                                      \
-    forward<T>(u, delta, A, Bm, Cm, pw, h0, out, hlast, ckpt, P, nthreads);                    \
+    (negative ? forward<T, true> : forward<T, false>)(u, delta, A, Bm, Cm, pw, h0, out, hlast,  \
+                                                      ckpt, P, nthreads);                      \
   }                                                                                            \
   extern "C" i64 rnnx_sscan_blocks_##SUFFIX(i64 D, i64 G, i64 block) {                         \
-    return make_problem<T>(nullptr, nullptr, 1, D, 1, G, 1, block, 0).nblk;                    \
+    return make_problem<T>(nullptr, nullptr, 1, D, 1, G, 1, block).nblk;                    \
   }                                                                                            \
   extern "C" void rnnx_sscan_bwd_##SUFFIX(                                                     \
       const T* u, const T* delta, const T* A, const T* Bm, const T* Cm, const T* Dskip,        \
@@ -467,10 +473,11 @@ void backward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
       T* gu, T* gdelta, T* gz, T* gA_part, T* gD_part, T* gbias_part, T* gB_part,              \
       T* gC_part, T* gh0, const i64* offsets, const i64* ckpt_off, i64 S, i64 D, i64 N, i64 G, \
       i64 K, i64 block, int negative, int nthreads) {                                          \
-    const Problem P = make_problem<T>(offsets, ckpt_off, S, D, N, G, K, block, negative);      \
+    const Problem P = make_problem<T>(offsets, ckpt_off, S, D, N, G, K, block);                \
     const Pointwise<T> pw{Dskip, z, bias, softplus != 0};                                      \
     const Grads<T> gr{gu, gdelta, gz, gA_part, gD_part, gbias_part, gB_part, gC_part, gh0};    \
-    backward<T>(u, delta, A, Bm, Cm, pw, ckpt, gout, ghlast, gr, P, nthreads);                 \
+    (negative ? backward<T, true> : backward<T, false>)(u, delta, A, Bm, Cm, pw, ckpt, gout,    \
+                                                        ghlast, gr, P, nthreads);              \
   }
 
 RNNX_SSCAN(f32, float)

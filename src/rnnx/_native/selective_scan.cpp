@@ -69,6 +69,7 @@ struct Scalar {
   friend Scalar operator*(Scalar a, Scalar b) { return {a.v * b.v}; }
   static Scalar fma(Scalar a, Scalar b, Scalar c) { return {a.v * b.v + c.v}; }
   static Scalar exp(Scalar a) { return {std::exp(a.v)}; }
+  static Scalar exp_clamped(Scalar a) { return {std::exp(a.v)}; }
   friend Scalar operator-(Scalar a, Scalar b) { return {a.v - b.v}; }
   friend Scalar operator/(Scalar a, Scalar b) { return {a.v / b.v}; }
   static Scalar max(Scalar a, Scalar b) { return {a.v > b.v ? a.v : b.v}; }
@@ -92,12 +93,12 @@ struct F8 {
   static F8 fma(F8 a, F8 b, F8 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
   // exp(x) = 2^k 2^f with k = round(x log2 e) and f = x log2 e - k in [-1/2, 1/2], formed
   // by fma with one rounding plus the constant's low part; 2^f by a degree-6 polynomial
-  // (Cephes' exp2f coefficients). Within 1e-7 relative of exp over [-87, 88]. Below -87
-  // (about 1.6e-38, where float32 turns denormal) the result is 0, so exp(-inf) = 0
-  // exactly; NaN stays NaN.
-  static F8 exp(F8 a) {
+  // (Cephes' exp2f coefficients). Within 1e-7 relative of exp over [-87, 88]; arguments
+  // are clamped to that range (below it: about 1.6e-38), NaN propagates (max and min
+  // return their second operand when one is NaN).
+  static F8 exp_clamped(F8 a) {
     const __m256 x =
-        _mm256_min_ps(_mm256_max_ps(a.v, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+        _mm256_min_ps(_mm256_set1_ps(88.0f), _mm256_max_ps(_mm256_set1_ps(-87.0f), a.v));
     const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 f = _mm256_fmsub_ps(x, _mm256_set1_ps(1.44269502162933349609375f), k);
@@ -111,9 +112,13 @@ struct F8 {
     p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
     const __m256i e = _mm256_slli_epi32(
         _mm256_add_epi32(_mm256_cvtps_epi32(k), _mm256_set1_epi32(127)), 23);
-    __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-    res = _mm256_andnot_ps(_mm256_cmp_ps(a.v, _mm256_set1_ps(-87.0f), _CMP_LT_OQ), res);
-    return {_mm256_blendv_ps(res, a.v, _mm256_cmp_ps(a.v, a.v, _CMP_UNORD_Q))};
+    return {_mm256_mul_ps(p, _mm256_castsi256_ps(e))};
+  }
+  // The same, but 0 below -87, so that exp(-inf) = 0 exactly (softplus(-inf) = 0: Mamba's
+  // padding); used per (step, channel), where the two extra operations cost little.
+  static F8 exp(F8 a) {
+    const __m256 tiny = _mm256_cmp_ps(a.v, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+    return {_mm256_andnot_ps(tiny, exp_clamped(a).v)};
   }
   friend F8 operator-(F8 a, F8 b) { return {_mm256_sub_ps(a.v, b.v)}; }
   friend F8 operator/(F8 a, F8 b) { return {_mm256_div_ps(a.v, b.v)}; }
@@ -274,7 +279,7 @@ void forward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
           V acc = V::zero();
           for (i64 n = 0; n < N; ++n) {
             T* hp = &h[n * nb + v * W];
-            const V a = transition<Neg>(V::exp(dtl * V::load(&At[n * nb + v * W])));
+            const V a = transition<Neg>(V::exp_clamped(dtl * V::load(&At[n * nb + v * W])));
             const V hn = V::fma(a, V::load(hp), dul * V::set1(Br[n]));
             hn.store(hp);
             acc = V::fma(hn, V::set1(Cr[n]), acc);
@@ -370,7 +375,7 @@ void backward(const T* u, const T* delta, const T* A, const T* Bm, const T* Cm,
             V acc = V::zero();
             for (i64 n = 0; n < N; ++n) {
               const i64 o = n * nb + v * W;
-              const V a = transition<Neg>(V::exp(dtl * V::load(&At[o])));
+              const V a = transition<Neg>(V::exp_clamped(dtl * V::load(&At[o])));
               a.store(ak + o);
               const V hn = V::fma(a, V::load(prev + o), dul * V::set1(Br[n]));
               hn.store(hk + o);

@@ -43,7 +43,9 @@ from rnnx.ops.newton import (
     sequential_solve,
 )
 from rnnx.ops.scan import scan, scan_reference
+from rnnx.ops.selective_scan import selective_scan, selective_scan_reference
 from rnnx.ops.short_conv import causal_conv1d, causal_conv1d_reference
+from rnnx.ops.ssd import ssd, ssd_reference
 from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal
 
 __all__ = [
@@ -80,9 +82,13 @@ __all__ = [
     "retention_reference",
     "scan",
     "scan_reference",
+    "selective_scan",
+    "selective_scan_reference",
     "sequential_solve",
     "simple_gla",
     "simple_gla_reference",
+    "ssd",
+    "ssd_reference",
     "vandermonde_kernel",
     "vandermonde_state",
 ]

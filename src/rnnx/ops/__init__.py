@@ -2,6 +2,12 @@
 
 Each op has a readable reference implementation (the test oracle and the fallback)
 and fast paths chosen by explicit dispatch (``backend=``).
+
+Ops named like their module are imported from the module, so that the module stays
+importable by name: ``from rnnx.ops.mlstm import mlstm``, ``from rnnx.ops.ssd import ssd``,
+``from rnnx.ops.selective_scan import selective_scan``. ``rnnx.ops.scan`` is the exception:
+the attribute is the scan function (import the module's helpers with
+``from rnnx.ops.scan import scan_reference``).
 """
 
 from rnnx.ops.chunk import (
@@ -33,7 +39,6 @@ from rnnx.ops.delta import (
     gated_delta_rule,
     gated_delta_rule_reference,
 )
-from rnnx.ops.mlstm import mlstm, mlstm_reference
 from rnnx.ops.newton import (
     NewtonInfo,
     NewtonWarning,
@@ -43,9 +48,7 @@ from rnnx.ops.newton import (
     sequential_solve,
 )
 from rnnx.ops.scan import scan, scan_reference
-from rnnx.ops.selective_scan import selective_scan, selective_scan_reference
 from rnnx.ops.short_conv import causal_conv1d, causal_conv1d_reference
-from rnnx.ops.ssd import ssd, ssd_reference
 from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal
 
 __all__ = [
@@ -75,20 +78,14 @@ __all__ = [
     "linear_attention",
     "linear_attention_reference",
     "matrix_power_apply",
-    "mlstm",
-    "mlstm_reference",
     "newton_solve",
     "retention",
     "retention_reference",
     "scan",
     "scan_reference",
-    "selective_scan",
-    "selective_scan_reference",
     "sequential_solve",
     "simple_gla",
     "simple_gla_reference",
-    "ssd",
-    "ssd_reference",
     "vandermonde_kernel",
     "vandermonde_state",
 ]

@@ -10,7 +10,7 @@ import torch
 from rnnx.layers import S4D
 from rnnx.ops.conv import causal_conv_fft, vandermonde_kernel
 from rnnx.ssm.discretize import zoh_diagonal
-from rnnx.ssm.hippo import s4d_lin
+from rnnx.ssm.hippo import S4DInit, s4d_init, s4d_lin
 from tests.conftest import assert_close
 
 
@@ -72,3 +72,23 @@ def test_log_dt_initial_range():
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         S4D(4, **kw)
+
+
+@pytest.mark.parametrize("init", list(S4DInit))
+def test_initialisations_set_a(init):
+    layer = S4D(2, d_state=8, init=init)
+    re, im = s4d_init(init, 4)
+    assert_close(layer._A().real.detach(), re.expand(2, 4), rtol=1e-6)
+    assert_close(layer._A().imag.detach(), im.expand(2, 4), rtol=1e-6)
+    assert layer.init is S4DInit(init)
+
+
+def test_default_is_s4d_lin_and_unidirectional():
+    layer = S4D(3)
+    assert layer.init is S4DInit.LIN and not layer.bidirectional
+    assert not hasattr(layer, "C_rev")
+
+
+def test_bad_init():
+    with pytest.raises(ValueError, match=r"init: expected one of \['lin', 'inv', 'legs', 'real'\]"):
+        S4D(4, init="hippo")

@@ -42,16 +42,34 @@ def timeit(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1) -> dict[s
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
 
 
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes.
+
+    Linux's VmHWM belongs to the address space, which is new after exec. ``ru_maxrss``
+    is not: a child started by fork+exec (multiprocessing's "spawn") inherits the
+    parent's peak, so a parent that once used more memory than the child measures
+    would hide the child's whole peak.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def _peak_child(conn, target: str, kwargs: dict[str, Any]) -> None:
     module, _, func = target.rpartition(":")
     fn = getattr(importlib.import_module(module), func)
     torch.set_num_threads(kwargs.pop("_threads", torch.get_num_threads()))
     setup = fn(**kwargs)  # returns the callable to measure, after building its inputs
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = _peak_rss()
     setup()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    conn.send((after - before) * 1024)
+    after = _peak_rss()
+    conn.send(after - before)
     conn.close()
 
 

@@ -300,12 +300,14 @@ _NATIVE_DTYPES = {
 _I64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 _INT = ctypes.c_int
-_signatures_set: set[str] = set()
 
 
 def _lib() -> ctypes.CDLL | None:
     lib = _native.load("scan")
-    if lib is not None and "done" not in _signatures_set:
+    # The argument types live on the CDLL object. After _native.reset() the library is
+    # loaded again as a new object whose functions must be typed again; untyped, ctypes
+    # would pass 64-bit pointers and sizes as C ints and the kernel would crash.
+    if lib is not None and not getattr(lib, "_rnnx_typed", False):
         for kind in ("diag", "block"):
             for sfx in _NATIVE_DTYPES.values():
                 if kind == "block" and sfx.startswith("c"):
@@ -349,7 +351,7 @@ def _lib() -> ctypes.CDLL | None:
                     _INT,
                 ]
                 adj.restype = None
-        _signatures_set.add("done")
+        lib._rnnx_typed = True
     return lib
 
 

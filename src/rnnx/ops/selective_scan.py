@@ -1,0 +1,622 @@
+"""Mamba's selective scan: a diagonal SSM whose step, input and output maps depend on the input.
+
+"Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (Gu & Dao 2023,
+arXiv 2312.00752), Algorithm 2 (S6). For each channel d = 1..D and state index n = 1..N,
+with Δ_t = softplus(delta_t + delta_bias) (or delta_t as given):
+
+    Ā_t[d,n] = exp(Δ_t[d] A[d,n])                     (zero-order hold for A)
+    h_t[d,n] = Ā_t[d,n] h_{t-1}[d,n] + Δ_t[d] B_t[g,n] u_t[d]   (Euler for B, as in Mamba)
+    y_t[d]   = Σ_n C_t[g,n] h_t[d,n] + D[d] u_t[d],   out_t = y_t · silu(z_t[d])
+
+where g = d // (D / G) is the channel's group of B and C (G = 1: B, C shared by all
+channels). With ``negative_eigenvalues=True`` the transition is mapped from (0, 1] to
+(-1, 1] as in "Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues"
+(Grazzi et al. 2024, arXiv 2411.12537, Sec. 4 and their Mamba code):
+Ā_t = 2 exp(Δ_t A) - 1, with the input term Δ_t B_t u_t unchanged.
+
+One signature for the family (batch-first; packed sequences by ``cu_seqlens``):
+``selective_scan(u, delta, A, B, C, D, z, *, initial_state, output_final_state,
+cu_seqlens, ..., backend) -> (out, final_state or None)``.
+
+Backends (the same function; chosen by explicit ``backend``, never by values or length):
+
+* ``"reference"``: :func:`selective_scan_reference`, a loop over time in plain PyTorch
+  (linear-cost autograd). The oracle of the tests.
+* ``"native"``: a fused C++ kernel (``rnnx/_native/selective_scan.cpp``). The state
+  (D, N) of a sequence stays in cache while the kernel walks time, computing Ā on the
+  fly and y_t = C_t·h_t at once, with softplus, bias, D and the z gate in the same pass:
+  nothing of size (batch, length, D, N) is ever written.
+  The forward keeps a checkpoint of the state every ``chunk_size`` steps when a gradient
+  is needed; the backward recomputes each chunk from its checkpoint and runs the adjoint
+  recurrence through it (memory O(batch·length·D·N / chunk_size)).
+* ``"chunked"``: pure PyTorch for any device. Time is cut into chunks; a chunk's states
+  (batch, chunk, D, N) are built by :func:`rnnx.ops.scan` and contracted with C, and only
+  the states at chunk boundaries are kept; backward recomputes one chunk at a time.
+
+``"auto"`` picks ``"native"`` for CPU float32/float64 when the kernel builds, otherwise
+``"chunked"``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rnnx import _native
+from rnnx._checks import fmt_shape, require_positive_int, require_tensor
+from rnnx.ops.scan import scan
+
+Backend = Literal["auto", "native", "chunked", "reference"]
+BACKENDS: tuple[str, ...] = ("auto", "native", "chunked", "reference")
+
+__all__ = [
+    "BACKENDS",
+    "native_available",
+    "selective_scan",
+    "selective_scan_reference",
+]
+
+# Channels per unit of work in the native kernel (a multiple of the 8 float lanes of AVX2):
+# 64 in the forward (state + A of a unit: 2 x 64 x N floats, in L1 for N = 16), 32 in the
+# backward, which also keeps the states and transitions of one chunk (2 x chunk x 32 x N).
+_FWD_BLOCK = 64
+_BWD_BLOCK = 32
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_cu_seqlens(cu_seqlens: object, batch: int, length: int) -> Tensor:
+    cu = require_tensor("cu_seqlens", cu_seqlens)
+    if cu.dtype not in (torch.int64, torch.int32) or cu.dim() != 1 or cu.numel() < 2:
+        raise ValueError(
+            "cu_seqlens: expected a 1-D int64 tensor (n + 1,) of cumulative sequence starts, "
+            f"got dtype {cu.dtype} and shape {fmt_shape(cu.shape)}"
+        )
+    if batch != 1:
+        raise ValueError(
+            f"cu_seqlens: packed sequences need a batch of 1 (all sequences one after another "
+            f"along time), got batch {batch}"
+        )
+    cu_cpu = cu.detach().to("cpu", torch.int64)
+    if int(cu_cpu[0]) != 0 or int(cu_cpu[-1]) != length or bool((cu_cpu[1:] < cu_cpu[:-1]).any()):
+        raise ValueError(
+            f"cu_seqlens: expected non-decreasing offsets from 0 to the length {length}, "
+            f"got {cu_cpu.tolist()}"
+        )
+    return cu_cpu
+
+
+def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens):
+    u = require_tensor("u", u)
+    if u.dim() != 3 or not u.is_floating_point():
+        raise ValueError(
+            f"u: expected a floating-point tensor (batch, length, channels), got shape "
+            f"{fmt_shape(u.shape)} and dtype {u.dtype}"
+        )
+    batch, length, dim = u.shape
+    delta = require_tensor("delta", delta)
+    if tuple(delta.shape) != tuple(u.shape) or not delta.is_floating_point():
+        raise ValueError(
+            f"delta: expected a floating-point tensor of u's shape {fmt_shape(u.shape)}, got "
+            f"shape {fmt_shape(delta.shape)} and dtype {delta.dtype}"
+        )
+    A = require_tensor("A", A)
+    if A.dim() != 2 or A.shape[0] != dim or not A.is_floating_point():
+        raise ValueError(
+            f"A: expected a real tensor ({dim}, d_state), got shape {fmt_shape(A.shape)} and "
+            f"dtype {A.dtype}"
+        )
+    N = A.shape[1]
+    B = require_tensor("B", B)
+    if B.dim() == 3:
+        B = B.unsqueeze(2)
+    if (
+        B.dim() != 4
+        or tuple(B.shape[:2]) != (batch, length)
+        or B.shape[3] != N
+        or dim % B.shape[2] != 0
+    ):
+        raise ValueError(
+            f"B: expected ({batch}, {length}, {N}) or ({batch}, {length}, groups, {N}) with "
+            f"groups dividing {dim} channels, got shape {fmt_shape(B.shape)}"
+        )
+    C = require_tensor("C", C)
+    if C.dim() == 3:
+        C = C.unsqueeze(2)
+    if tuple(C.shape) != tuple(B.shape):
+        raise ValueError(
+            f"C: expected the shape of B {fmt_shape(B.shape)}, got {fmt_shape(C.shape)}"
+        )
+    for name, t, shape in (("D", D, (dim,)), ("delta_bias", delta_bias, (dim,)), ("z", z, None)):
+        if t is None:
+            continue
+        t = require_tensor(name, t)
+        want = tuple(u.shape) if shape is None else shape
+        if tuple(t.shape) != want or not t.is_floating_point():
+            raise ValueError(
+                f"{name}: expected a floating-point tensor of shape {fmt_shape(want)}, got "
+                f"shape {fmt_shape(t.shape)} and dtype {t.dtype}"
+            )
+    for name, t in (("B", B), ("C", C)):
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    named = (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("z", z))
+    named += (("delta_bias", delta_bias), ("initial_state", initial_state))
+    for name, t in named:
+        if t is not None and t.device != u.device:
+            raise ValueError(f"{name}: expected device {u.device} like u, got {t.device}")
+    cu = None if cu_seqlens is None else _check_cu_seqlens(cu_seqlens, batch, length)
+    n_seq = batch if cu is None else cu.numel() - 1
+    if initial_state is not None:
+        initial_state = require_tensor("initial_state", initial_state)
+        want = (n_seq, dim, N)
+        if tuple(initial_state.shape) != want:
+            what = "sequences in cu_seqlens" if cu is not None else "batch"
+            raise ValueError(
+                f"initial_state: expected shape {fmt_shape(want)} ({what}, channels, d_state), "
+                f"got {fmt_shape(initial_state.shape)}"
+            )
+        if not initial_state.is_floating_point():
+            raise TypeError(
+                f"initial_state: expected a floating-point tensor, got {initial_state.dtype}"
+            )
+    return u, delta, A, B, C, cu
+
+
+def _compute_dtype(*tensors: Tensor | None) -> torch.dtype:
+    """float64 if any input is float64, else float32 (states accumulate in fp32 at least)."""
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        return torch.float64
+    return torch.float32
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def _expand_groups(x: Tensor, dim: int) -> Tensor:
+    """(..., G, N) -> (..., dim, N): channel d reads group d // (dim / G)."""
+    return x.repeat_interleave(dim // x.shape[-2], dim=-2)
+
+
+def _recurrence_reference(u, dt, A, B, C, h0, negative):
+    """The S6 recurrence, one step at a time: (y (b, L, D), h_L (b, D, N))."""
+    dim = u.shape[-1]
+    h = h0
+    ys = []
+    for u_t, dt_t, B_t, C_t in zip(u.unbind(1), dt.unbind(1), B.unbind(1), C.unbind(1)):
+        a_t = torch.exp(dt_t.unsqueeze(-1) * A)  # (b, D, N)
+        if negative:
+            a_t = 2 * a_t - 1
+        h = a_t * h + (dt_t * u_t).unsqueeze(-1) * _expand_groups(B_t, dim)
+        ys.append((h * _expand_groups(C_t, dim)).sum(-1))
+    y = torch.stack(ys, 1) if ys else u.new_zeros(u.shape)
+    return y, h
+
+
+def selective_scan_reference(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    *,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: Tensor | None = None,
+    negative_eigenvalues: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Readable reference of :func:`selective_scan`: a loop over time under plain autograd.
+
+    Same arguments and results as :func:`selective_scan` (without ``backend`` and
+    ``chunk_size``). Packed sequences (``cu_seqlens``) are run one after another.
+    """
+    u, delta, A, B, C, cu = _validate(
+        u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens
+    )
+    cdt = _compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    dt = _delta(delta, delta_bias, delta_softplus, cdt)
+    uc, Ac, Bc, Cc = u.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
+    batch, length, dim = u.shape
+    starts = [0, length] if cu is None else cu.tolist()
+    n_seq = batch if cu is None else len(starts) - 1
+    h0 = (
+        u.new_zeros((n_seq, dim, A.shape[1]), dtype=cdt)
+        if initial_state is None
+        else initial_state.to(cdt)
+    )
+    if cu is None:
+        y, h_last = _recurrence_reference(uc, dt, Ac, Bc, Cc, h0, negative_eigenvalues)
+    else:
+        ys, hs = [], []
+        for s in range(n_seq):
+            sl = slice(starts[s], starts[s + 1])
+            y_s, h_s = _recurrence_reference(
+                uc[:, sl], dt[:, sl], Ac, Bc[:, sl], Cc[:, sl], h0[s : s + 1], negative_eigenvalues
+            )
+            ys.append(y_s)
+            hs.append(h_s)
+        y, h_last = torch.cat(ys, 1), torch.cat(hs, 0)
+    out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)
+    return out, (h_last if output_final_state else None)
+
+
+def _delta(delta: Tensor, bias: Tensor | None, softplus: bool, cdt: torch.dtype) -> Tensor:
+    dt = delta.to(cdt)
+    if bias is not None:
+        dt = dt + bias.to(cdt)
+    return F.softplus(dt) if softplus else dt
+
+
+def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, cdt) -> Tensor:
+    if D is not None:
+        y = y + u * D.to(cdt)
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    return y
+
+
+# --------------------------------------------------------------------------- chunked (torch)
+
+
+def _chunk_states(u, dt, A, B, C, h, negative):
+    """One chunk by :func:`rnnx.ops.scan`: (y (b, K, D), state after the chunk)."""
+    b, K, dim = u.shape
+    G, N = B.shape[-2:]
+    a = torch.exp(dt.unsqueeze(-1) * A)  # (b, K, D, N)
+    if negative:
+        a = 2 * a - 1
+    # channels as (group, channel in group): B and C broadcast, never repeated per channel
+    x = ((dt * u).view(b, K, G, dim // G, 1) * B.unsqueeze(3)).view(b, K, dim, N)
+    hs, last = scan(a, x, h)
+    y = torch.einsum("bkgen,bkgn->bkge", hs.view(b, K, G, dim // G, N), C)
+    return y.reshape(b, K, dim), last
+
+
+class _ChunkedScan(torch.autograd.Function):
+    """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward."""
+
+    @staticmethod
+    def forward(ctx, u, dt, A, B, C, h0, chunk: int, negative: bool):  # type: ignore[override]
+        L = u.shape[1]
+        bounds = list(range(0, L, chunk))
+        h = h0
+        ys, entering = [], []
+        with torch.no_grad():
+            for t0 in bounds:
+                sl = slice(t0, t0 + chunk)
+                entering.append(h)
+                y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative)
+                ys.append(y)
+        ctx.save_for_backward(u, dt, A, B, C, *entering)
+        ctx.chunk, ctx.negative = chunk, negative
+        y = torch.cat(ys, 1) if ys else u.new_zeros(u.shape)
+        return y, h
+
+    @staticmethod
+    def backward(ctx, g_y, g_last):  # type: ignore[override]
+        u, dt, A, B, C, *entering = ctx.saved_tensors
+        chunk, L = ctx.chunk, u.shape[1]
+        g_y = torch.zeros_like(u) if g_y is None else g_y
+        g_h = torch.zeros_like(entering[0]) if g_last is None else g_last
+        gu, gdt, gB, gC = (torch.zeros_like(t) for t in (u, dt, B, C))
+        gA = torch.zeros_like(A)
+        for i in reversed(range(len(entering))):
+            sl = slice(i * chunk, min(L, (i + 1) * chunk))
+            with torch.enable_grad():
+                leaves = [
+                    t.detach().requires_grad_()
+                    for t in (u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], entering[i])
+                ]
+                y, last = _chunk_states(*leaves, ctx.negative)
+                grads = torch.autograd.grad((y, last), leaves, (g_y[:, sl], g_h))
+            gu[:, sl], gdt[:, sl], gA_i, gB[:, sl], gC[:, sl], g_h = grads
+            gA += gA_i
+        return gu, gdt, gA, gB, gC, g_h, None, None
+
+
+# --------------------------------------------------------------------------- native
+
+_NATIVE_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+_I64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+_INT = ctypes.c_int
+
+
+def _lib() -> ctypes.CDLL | None:
+    lib = _native.load("selective_scan")
+    # argtypes are set on each loaded library object (a reload after _native.reset() is
+    # a new object that must not be called with default int conversions)
+    if lib is not None and not getattr(lib, "_rnnx_ready", False):
+        for sfx in _NATIVE_DTYPES.values():
+            fwd = getattr(lib, f"rnnx_sscan_fwd_{sfx}")
+            # u delta A B C Dskip z bias | softplus | h0 out hlast ckpt offsets ckpt_off |
+            # S D N G K block | negative nthreads
+            fwd.argtypes = [_PTR] * 8 + [_INT] + [_PTR] * 6 + [_I64] * 6 + [_INT, _INT]
+            fwd.restype = None
+            bwd = getattr(lib, f"rnnx_sscan_bwd_{sfx}")
+            # u delta A B C Dskip z bias | softplus | ckpt gout ghlast gu gdelta gz gA gD gbias
+            # gB gC gh0 offsets ckpt_off | S D N G K block | negative nthreads
+            bwd.argtypes = [_PTR] * 8 + [_INT] + [_PTR] * 14 + [_I64] * 6 + [_INT, _INT]
+            bwd.restype = None
+            blocks = getattr(lib, f"rnnx_sscan_blocks_{sfx}")
+            blocks.argtypes = [_I64, _I64, _I64]
+            blocks.restype = _I64
+        lib._rnnx_ready = True
+    return lib
+
+
+def native_available() -> bool:
+    """Whether the native selective-scan kernel is built and loadable (builds it if needed)."""
+    return _lib() is not None
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _checkpoint_offsets(offsets: Tensor, chunk: int) -> Tensor:
+    """Index of each sequence's first checkpoint: one per ``chunk`` steps of it."""
+    per_seq = (offsets[1:] - offsets[:-1] + chunk - 1) // chunk
+    return torch.cat([offsets.new_zeros(1), per_seq.cumsum(0)])
+
+
+class _NativeScan(torch.autograd.Function):
+    """The fused kernel on rows: u, delta, z (R, D); B, C (R, G, N); sequences at
+    ``offsets``. Softplus, bias, the D skip and the z gate run inside the kernel."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, Dskip, z, bias, h0, offsets, softplus, chunk, negative):  # type: ignore[override]
+        lib = _lib()
+        assert lib is not None
+        sfx = _NATIVE_DTYPES[u.dtype]
+        R, D = u.shape
+        G, N = B.shape[1], B.shape[2]
+        S = offsets.numel() - 1
+        need_grad = any(ctx.needs_input_grad[:9])
+        ckpt_off = _checkpoint_offsets(offsets, chunk) if need_grad else None
+        ckpt = u.new_empty((int(ckpt_off[-1]), D, N)) if need_grad else None
+        out = u.new_empty((R, D))
+        h_last = u.new_empty((S, D, N))
+        getattr(lib, f"rnnx_sscan_fwd_{sfx}")(
+            u.data_ptr(),
+            delta.data_ptr(),
+            A.data_ptr(),
+            B.data_ptr(),
+            C.data_ptr(),
+            _ptr(Dskip),
+            _ptr(z),
+            _ptr(bias),
+            int(softplus),
+            _ptr(h0),
+            out.data_ptr(),
+            h_last.data_ptr(),
+            _ptr(ckpt),
+            offsets.data_ptr(),
+            _ptr(ckpt_off),
+            S,
+            D,
+            N,
+            G,
+            chunk,
+            _FWD_BLOCK,
+            int(negative),
+            torch.get_num_threads(),
+        )
+        if need_grad:
+            ctx.save_for_backward(u, delta, A, B, C, Dskip, z, bias, ckpt, offsets, ckpt_off)
+        ctx.options = (softplus, chunk, negative, h0 is not None)
+        return out, h_last
+
+    @staticmethod
+    def backward(ctx, g_out, g_last):  # type: ignore[override]
+        u, delta, A, B, C, Dskip, z, bias, ckpt, offsets, ckpt_off = ctx.saved_tensors
+        softplus, chunk, negative, has_h0 = ctx.options
+        lib = _lib()
+        assert lib is not None
+        sfx = _NATIVE_DTYPES[u.dtype]
+        R, D = u.shape
+        G, N = B.shape[1], B.shape[2]
+        S = offsets.numel() - 1
+        g_out = torch.zeros_like(u) if g_out is None else g_out.contiguous()
+        g_last = None if g_last is None else g_last.contiguous()
+        nblk = getattr(lib, f"rnnx_sscan_blocks_{sfx}")(D, G, _BWD_BLOCK)
+        gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
+        gz = None if z is None else torch.empty_like(z)
+        gA_part = u.new_empty((S, D, N))
+        gD_part = None if Dskip is None else u.new_empty((S, D))
+        gbias_part = None if bias is None else u.new_empty((S, D))
+        gB_part = u.new_empty((nblk, R, G, N))
+        gC_part = u.new_empty((nblk, R, G, N))
+        gh0 = u.new_empty((S, D, N)) if (has_h0 and ctx.needs_input_grad[8]) else None
+        getattr(lib, f"rnnx_sscan_bwd_{sfx}")(
+            u.data_ptr(),
+            delta.data_ptr(),
+            A.data_ptr(),
+            B.data_ptr(),
+            C.data_ptr(),
+            _ptr(Dskip),
+            _ptr(z),
+            _ptr(bias),
+            int(softplus),
+            ckpt.data_ptr(),
+            g_out.data_ptr(),
+            _ptr(g_last),
+            gu.data_ptr(),
+            gdelta.data_ptr(),
+            _ptr(gz),
+            gA_part.data_ptr(),
+            _ptr(gD_part),
+            _ptr(gbias_part),
+            gB_part.data_ptr(),
+            gC_part.data_ptr(),
+            _ptr(gh0),
+            offsets.data_ptr(),
+            ckpt_off.data_ptr(),
+            S,
+            D,
+            N,
+            G,
+            chunk,
+            _BWD_BLOCK,
+            int(negative),
+            torch.get_num_threads(),
+        )
+        gB = gB_part.sum(0) if nblk > 1 else gB_part[0]
+        gC = gC_part.sum(0) if nblk > 1 else gC_part[0]
+        gD = None if gD_part is None else gD_part.sum(0)
+        gbias = None if gbias_part is None else gbias_part.sum(0)
+        return (gu, gdelta, gA_part.sum(0), gB, gC, gD, gz, gbias, gh0) + (None,) * 4
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def _packed_to_padded(x: Tensor, cu: Tensor) -> tuple[Tensor, Tensor]:
+    """(1, T, ...) packed at ``cu`` -> (n, max_len, ...) and the valid-step mask (n, max_len)."""
+    lengths = cu[1:] - cu[:-1]
+    max_len = max(int(lengths.max()), 1)
+    t = torch.arange(max_len)
+    mask = t[None, :] < lengths[:, None]
+    idx = (cu[:-1, None] + t[None, :]).clamp(max=max(x.shape[1] - 1, 0))
+    return x[0, idx.to(x.device)], mask.to(x.device)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    *,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: Tensor | None = None,
+    negative_eigenvalues: bool = False,
+    chunk_size: int = 64,
+    backend: Backend = "auto",
+) -> tuple[Tensor, Tensor | None]:
+    """Mamba's selective scan (S6), batch-first; see the module docstring for the math.
+
+    Args:
+        u: inputs ``(batch, length, D)``.
+        delta: step sizes before ``delta_bias`` and softplus, ``(batch, length, D)``.
+        A: ``(D, N)`` real (negative for a stable system, e.g. ``-exp(A_log)``).
+        B, C: ``(batch, length, N)`` (shared by all channels) or ``(batch, length, G, N)``
+            (channel d uses group ``d // (D // G)``).
+        D: skip ``(D,)`` or None. z: gate ``(batch, length, D)`` or None (out = y·silu(z)).
+        delta_bias: ``(D,)`` added to delta; delta_softplus: apply softplus after it.
+        initial_state: ``(batch, D, N)`` (``(n, D, N)`` with ``cu_seqlens``); zeros if None.
+        output_final_state: return the state after the last step.
+        cu_seqlens: int64 ``(n + 1,)`` cumulative starts of n sequences packed along time
+            in a batch of 1; each starts from its own initial state.
+        negative_eigenvalues: transition ``2 exp(Δ A) - 1`` in (-1, 1] instead of
+            ``exp(Δ A)`` in (0, 1] (arXiv 2411.12537).
+        chunk_size: time steps per chunk of the ``"chunked"`` backend, and the checkpoint
+            interval of the ``"native"`` backward.
+        backend: ``"auto"``, ``"native"``, ``"chunked"`` or ``"reference"``.
+
+    Returns:
+        ``(out, final_state)``: ``out`` ``(batch, length, D)`` in u's dtype; the final state
+        ``(batch, D, N)`` (``(n, D, N)`` with ``cu_seqlens``) in float32 (float64 if any
+        input is float64) when ``output_final_state``, else None.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    require_positive_int("chunk_size", chunk_size)
+    if backend == "reference" or (isinstance(u, Tensor) and u.dim() == 3 and u.shape[1] == 0):
+        return selective_scan_reference(
+            u,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            z,
+            delta_bias=delta_bias,
+            delta_softplus=delta_softplus,
+            initial_state=initial_state,
+            output_final_state=output_final_state,
+            cu_seqlens=cu_seqlens,
+            negative_eigenvalues=negative_eigenvalues,
+        )
+    u, delta, A, B, C, cu = _validate(
+        u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens
+    )
+    cdt = _compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    impl = backend
+    if backend in ("auto", "native"):
+        ok = u.device.type == "cpu" and cdt in _NATIVE_DTYPES
+        if backend == "native" and not ok:
+            raise ValueError(
+                f"backend: 'native' supports CPU tensors (float32/float64), got {u.device}"
+            )
+        lib = _lib() if ok else None
+        if backend == "native" and lib is None:
+            raise RuntimeError(
+                "backend: 'native' was requested but the native selective-scan kernel is "
+                f"unavailable: {_native.error('selective_scan') or 'disabled by RNNX_NATIVE=0'}"
+            )
+        impl = "native" if lib is not None else "chunked"
+    batch, length, dim = u.shape
+    N = A.shape[1]
+    if impl == "native":
+        offsets = torch.arange(batch + 1, dtype=torch.int64) * length if cu is None else cu.clone()
+
+        def rows(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(cdt).reshape(batch * length, *t.shape[2:])
+
+        def flat(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(cdt).contiguous()
+
+        out, h_last = _NativeScan.apply(
+            rows(u).contiguous(),
+            rows(delta).contiguous(),
+            flat(A),
+            rows(B).contiguous(),
+            rows(C).contiguous(),
+            flat(D),
+            None if z is None else rows(z).contiguous(),
+            flat(delta_bias),
+            flat(initial_state),
+            offsets,
+            delta_softplus,
+            chunk_size,
+            negative_eigenvalues,
+        )
+        out = out.reshape(batch, length, dim).to(u.dtype)
+        return out, (h_last if output_final_state else None)
+    dt = _delta(delta, delta_bias, delta_softplus, cdt)
+    uc, Ac, Bc, Cc = u.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
+    h0 = None if initial_state is None else initial_state.to(cdt)
+    if cu is not None:
+        # pad the packed sequences into a batch; Δ = 0 on padding keeps the state
+        up, mask = _packed_to_padded(uc, cu)
+        dtp = _packed_to_padded(dt, cu)[0]
+        dtp = torch.where(mask.unsqueeze(-1), dtp, torch.zeros((), dtype=cdt))
+        Bp, Cp = _packed_to_padded(Bc, cu)[0], _packed_to_padded(Cc, cu)[0]
+        n_seq = cu.numel() - 1
+    else:
+        up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
+    if h0 is None:
+        h0 = uc.new_zeros((n_seq, dim, N))
+    y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+    if cu is not None:
+        y = y[mask].unsqueeze(0)
+    out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)
+    return out, (h_last if output_final_state else None)

@@ -297,7 +297,7 @@ class _ParaCell(CellLayer):
         s0 = state.to(dtype)
         if not fused_available(xs):
             return super()._forward(x, state, mode="sequential", lengths=lengths, dt=dt)
-        u = self.inputs(xs)
+        u = self.inputs(xs).to(dtype)  # under autocast the projection is bf16
         B, L, _ = u.shape
         s0v = s0 if self._slots == 1 else s0.view(B, self.hidden_size, 2)
         lens = None if lengths is None else lengths.to(torch.int64).contiguous()

@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from rnnx import _native
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 
 __all__ = [
@@ -571,6 +572,7 @@ def _run(
     return o.to(q.dtype), (final if output_final_state else None)
 
 
+@fp32_under_autocast
 def linear_attention(
     q: Tensor,
     k: Tensor,
@@ -607,11 +609,13 @@ def linear_attention(
     )  # fmt: skip
 
 
+@fp32_under_autocast
 def linear_attention_reference(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> tuple:
     """:func:`linear_attention` by the recurrence, one step at a time."""
     return linear_attention(q, k, v, **{**kwargs, "backend": "reference"})
 
 
+@fp32_under_autocast
 def retention(
     q: Tensor,
     k: Tensor,
@@ -640,11 +644,13 @@ def retention(
     )  # fmt: skip
 
 
+@fp32_under_autocast
 def retention_reference(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, **kwargs) -> tuple:
     """:func:`retention` by the recurrence, one step at a time."""
     return retention(q, k, v, log_decay, **{**kwargs, "backend": "reference"})
 
 
+@fp32_under_autocast
 def simple_gla(
     q: Tensor,
     k: Tensor,
@@ -673,11 +679,13 @@ def simple_gla(
     )  # fmt: skip
 
 
+@fp32_under_autocast
 def simple_gla_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, **kwargs) -> tuple:
     """:func:`simple_gla` by the recurrence, one step at a time."""
     return simple_gla(q, k, v, g, **{**kwargs, "backend": "reference"})
 
 
+@fp32_under_autocast
 def gla(
     q: Tensor,
     k: Tensor,
@@ -710,6 +718,7 @@ def gla(
     )  # fmt: skip
 
 
+@fp32_under_autocast
 def gla_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, **kwargs) -> tuple:
     """:func:`gla` by the recurrence, one step at a time."""
     return gla(q, k, v, g, **{**kwargs, "backend": "reference"})

@@ -35,6 +35,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from rnnx._amp import fp32_under_autocast
+
 __all__ = [
     "cauchy_kernel",
     "causal_conv_fft",
@@ -68,6 +70,7 @@ def _chunk_len(per_position: int, total: int) -> int:
 # --------------------------------------------------------------------------- FFT conv
 
 
+@fp32_under_autocast
 def causal_conv_fft(u: Tensor, k: Tensor) -> Tensor:
     """Causal convolution y_t = Σ_{s<=t} k_{t-s} u_s along the time axis, by FFT.
 
@@ -87,6 +90,7 @@ def causal_conv_fft(u: Tensor, k: Tensor) -> Tensor:
     return y.transpose(1, 2).to(u.dtype)
 
 
+@fp32_under_autocast
 def fft_conv(u: Tensor, k: Tensor | None, k_rev: Tensor | None = None) -> Tensor:
     """y_t = Σ_{s<=t} k_{t-s} u_s + Σ_{s>=t} k_rev_{s-t} u_s along the **last** axis.
 
@@ -204,6 +208,7 @@ class _VandermondeKernel(torch.autograd.Function):
         return grads[0], grads[1], None, None
 
 
+@fp32_under_autocast
 def vandermonde_kernel(coef: Tensor, log_base: Tensor, length: int, *, offset: int = 0) -> Tensor:
     """K_l = 2 Re(Σ_n coef_n exp(log_base_n (l + offset))) for l < length.
 
@@ -279,6 +284,7 @@ class _VandermondeTransposed(torch.autograd.Function):
         return grads[0], grads[1]
 
 
+@fp32_under_autocast
 def vandermonde_state(u: Tensor, log_base: Tensor, dB: Tensor) -> Tensor:
     """The state after a sequence: x_L = Σ_s exp(ΔA (L-1-s)) B̄ u_s (zero initial state).
 
@@ -352,6 +358,7 @@ class _Cauchy(torch.autograd.Function):
         return tuple(out)
 
 
+@fp32_under_autocast
 def cauchy_kernel(v: Tensor, w: Tensor, z: Tensor, *, zscale: Tensor | None = None) -> Tensor:
     """The Cauchy kernel Σ_n v_{c,n} / (z_k - s_k w_n) for every row c and point k.
 
@@ -376,6 +383,7 @@ def cauchy_kernel(v: Tensor, w: Tensor, z: Tensor, *, zscale: Tensor | None = No
     return _Cauchy.apply(v.to(dtype), w.to(dtype), z.to(dtype), zscale.to(dtype))
 
 
+@fp32_under_autocast
 def dplr_bilinear_kernel(
     C: Tensor, Lambda: Tensor, P: Tensor, Q: Tensor, B: Tensor, dt: Tensor, length: int
 ) -> Tensor:
@@ -436,6 +444,7 @@ def dplr_bilinear_kernel(
 # --------------------------------------------------------------------------- Krylov
 
 
+@fp32_under_autocast
 def krylov(dA: Tensor, dB: Tensor, length: int) -> Tensor:
     """The Krylov matrix [B̄, ĀB̄, Ā²B̄, …, Ā^{L-1}B̄] by repeated squaring.
 
@@ -484,6 +493,7 @@ def _row_powers(C: Tensor, step: Tensor, n: int) -> Tensor:
     return R[..., : n * M, :].unflatten(-2, (-1, M))
 
 
+@fp32_under_autocast
 def krylov_kernel(
     C: Tensor, dA: Tensor, dB: Tensor, length: int, *, chunk: int = KRYLOV_CHUNK
 ) -> Tensor:
@@ -513,6 +523,7 @@ def krylov_kernel(
     return K.flatten(-2)[..., :length]
 
 
+@fp32_under_autocast
 def krylov_response(
     C: Tensor, dA: Tensor, x0: Tensor, length: int, *, chunk: int = KRYLOV_CHUNK
 ) -> Tensor:
@@ -538,6 +549,7 @@ def krylov_response(
     return y.flatten(-2)[..., :length]
 
 
+@fp32_under_autocast
 def krylov_state(dA: Tensor, dB: Tensor, u: Tensor, *, chunk: int = KRYLOV_CHUNK) -> Tensor:
     """The state after a sequence from a zero state: x_L = Σ_s Ā^{L-1-s} B̄ u_s.
 
@@ -574,6 +586,7 @@ def krylov_state(dA: Tensor, dB: Tensor, u: Tensor, *, chunk: int = KRYLOV_CHUNK
     return x[..., 0, :]
 
 
+@fp32_under_autocast
 def matrix_power_apply(dA: Tensor, n: Tensor, x: Tensor) -> Tensor:
     """Ā^{n_b} x_b with a power per sequence, by binary powers of Ā.
 

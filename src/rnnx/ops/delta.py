@@ -42,6 +42,7 @@ import itertools
 import torch
 from torch import Tensor
 
+from rnnx._amp import fp32_under_autocast
 from rnnx.ops.chunk import (
     Backend,
     check_gate,
@@ -206,6 +207,7 @@ def _run(
     return o.to(q.dtype), (final if output_final_state else None)
 
 
+@fp32_under_autocast
 def delta_rule(
     q: Tensor,
     k: Tensor,
@@ -245,11 +247,13 @@ def delta_rule(
     )  # fmt: skip
 
 
+@fp32_under_autocast
 def delta_rule_reference(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, **kwargs) -> tuple:
     """:func:`delta_rule` by the recurrence, one step at a time."""
     return delta_rule(q, k, v, beta, **{**kwargs, "backend": "reference"})
 
 
+@fp32_under_autocast
 def gated_delta_rule(
     q: Tensor,
     k: Tensor,
@@ -279,6 +283,7 @@ def gated_delta_rule(
     )  # fmt: skip
 
 
+@fp32_under_autocast
 def gated_delta_rule_reference(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, **kwargs
 ) -> tuple:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_choice
 from rnnx.ops.chunk import (
     NATIVE_SUFFIX,
@@ -224,6 +225,7 @@ def _mlstm_chunk(
 # --------------------------------------------------------------------------- public
 
 
+@fp32_under_autocast
 def mlstm(
     q: Tensor,
     k: Tensor,
@@ -314,6 +316,7 @@ def mlstm(
     return h.to(q.dtype), (tuple(final) if output_final_state else None)
 
 
+@fp32_under_autocast
 def mlstm_reference(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, **kwargs) -> tuple:
     """:func:`mlstm` by the stabilised recurrence, one step at a time."""
     return mlstm(q, k, v, i, f, **{**kwargs, "backend": "reference"})

@@ -51,6 +51,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import RnnxWarning, fmt_shape, require_positive_int, require_tensor
 from rnnx._tree import flatten, unflatten
 from rnnx.ops.scan import Backend, scan
@@ -268,6 +269,7 @@ def check_structure(
 # --------------------------------------------------------------------------- reference
 
 
+@fp32_under_autocast
 def sequential_solve(step_fn: StepFn, x: Any, h0: Tensor) -> Tensor:
     """All states of h_t = step_fn(h_{t-1}, x_t): the loop over time (the reference).
 
@@ -318,6 +320,7 @@ def _adjoint_coefficients(jac: Tensor, structure: Structure) -> Tensor:
     return torch.cat([nxt, torch.zeros_like(jac[:, :1])], 1)
 
 
+@fp32_under_autocast
 def newton_solve(
     step_fn: StepFn,
     x: Any,

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnx import _native
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_choice, require_tensor
 
 __all__ = [
@@ -157,6 +158,7 @@ def cell_step(
     raise ValueError(f"cell: expected one of {CELLS}, got {cell!r}")
 
 
+@fp32_under_autocast
 def rnn_sequence_reference(
     cell: str,
     gx: Tensor,
@@ -476,6 +478,7 @@ class _NativeRnnFunction(torch.autograd.Function):
 # --------------------------------------------------------------------------- public
 
 
+@fp32_under_autocast
 def rnn_sequence(
     cell: str,
     gx: Tensor,

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from rnnx import _native
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_tensor
 from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal, Structure, as_structure
 
@@ -160,6 +161,7 @@ def _canonicalize(
 # --------------------------------------------------------------------------- reference
 
 
+@fp32_under_autocast
 def scan_reference(
     a: Tensor,
     b: Tensor,
@@ -515,6 +517,7 @@ class _ScanFunction(torch.autograd.Function):
 # --------------------------------------------------------------------------- public
 
 
+@fp32_under_autocast
 def scan(
     a: Tensor,
     b: Tensor,

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rnnx import _native
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx.ops.scan import scan
 
@@ -198,6 +199,7 @@ def _recurrence_reference(u, dt, A, B, C, h0, negative):
     return y, h
 
 
+@fp32_under_autocast
 def selective_scan_reference(
     u: Tensor,
     delta: Tensor,
@@ -493,6 +495,7 @@ def _packed_to_padded(x: Tensor, cu: Tensor) -> tuple[Tensor, Tensor]:
 # --------------------------------------------------------------------------- public
 
 
+@fp32_under_autocast
 def selective_scan(
     u: Tensor,
     delta: Tensor,

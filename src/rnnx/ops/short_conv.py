@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape
 
 __all__ = ["causal_conv1d", "causal_conv1d_reference"]
@@ -45,6 +46,7 @@ def _final_state(xp: Tensor, K: int, lengths: Tensor | None) -> Tensor:
     return torch.gather(xp, 1, idx.unsqueeze(-1).expand(B, K - 1, D))
 
 
+@fp32_under_autocast
 def causal_conv1d(
     x: Tensor,
     weight: Tensor,
@@ -74,6 +76,7 @@ def causal_conv1d(
     return y.transpose(1, 2), _final_state(xp, K, lengths)
 
 
+@fp32_under_autocast
 def causal_conv1d_reference(
     x: Tensor,
     weight: Tensor,

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx.ops.selective_scan import _check_cu_seqlens, _compute_dtype, _packed_to_padded
 
@@ -154,6 +155,7 @@ def _recurrence_reference(x, dt, A, B, C, h0):
     return y, h
 
 
+@fp32_under_autocast
 def ssd_reference(
     x: Tensor,
     dt: Tensor,
@@ -259,6 +261,7 @@ def _ssd_chunked(x, dt, A, B, C, h0, Q: int):
 # --------------------------------------------------------------------------- public
 
 
+@fp32_under_autocast
 def ssd(
     x: Tensor,
     dt: Tensor,

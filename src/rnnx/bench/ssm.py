@@ -46,6 +46,7 @@ from rnnx.bench._common import (
 )
 from rnnx.layers._ssm import GLUOutput
 
+GROUP = "layers"
 DESCRIPTION = "LSSL/S4/S4D/S5/LRU: train speed vs s5-pytorch, long conv time+memory, step latency"
 
 FAMILY = ("lssl", "s4", "s4d", "s5", "lru")

@@ -47,6 +47,7 @@ from rnnx.ops.newton import (
     newton_solve,
     sequential_solve,
 )
+from rnnx.ops.rnn import rnn_sequence, rnn_sequence_reference
 from rnnx.ops.scan import scan, scan_reference
 from rnnx.ops.short_conv import causal_conv1d, causal_conv1d_reference
 from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal
@@ -81,6 +82,8 @@ __all__ = [
     "newton_solve",
     "retention",
     "retention_reference",
+    "rnn_sequence",
+    "rnn_sequence_reference",
     "scan",
     "scan_reference",
     "sequential_solve",

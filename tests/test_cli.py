@@ -34,6 +34,20 @@ def test_bench_scan_quick_writes_json(tmp_path, capsys):
     assert "scan/pass" in capsys.readouterr().out
 
 
+def test_bench_rnn_quick_writes_json(tmp_path, capsys):
+    out = tmp_path / "rnn.json"
+    argv = ["bench", "rnn", "--quick", "--repeat", "1", "--no-peer", "--out", str(out)]
+    assert main(argv) == 0
+    payload = json.loads(out.read_text())
+    cases = {r["case"] for r in payload["rows"]}
+    assert {"lstm fwd+bwd", "lstm fwd", "gru fwd+bwd", "gru fwd"} <= cases
+    assert any(c.startswith("slstm fwd+bwd") for c in cases)
+    assert all(r["baseline/rnnx"] > 0 for r in payload["rows"])
+    assert all(r["max |Δy|"] < 1e-5 for r in payload["rows"] if "max |Δy|" in r)
+    assert payload["decode"]["rnnx/LSTMCell"] > 0
+    assert "skipped (--no-peer)" in capsys.readouterr().out
+
+
 def test_train_smoke(tmp_path, capsys):
     pytest.importorskip("lightning")
     pytest.importorskip("sklearn")

@@ -182,6 +182,11 @@ class RecurrentLayer(nn.Module):
 
     def state_dtype(self) -> torch.dtype:
         """float32, or float64 if the layer's parameters are float64."""
+        # The layer's own parameters first: walking the module tree costs more than a
+        # decode step of a small layer.
+        for p in self._parameters.values():
+            if p is not None and p.is_floating_point():
+                return torch.promote_types(p.dtype, torch.float32)
         for p in self.parameters():
             if p.is_floating_point():
                 return torch.promote_types(p.dtype, torch.float32)
@@ -261,16 +266,31 @@ class RecurrentLayer(nn.Module):
             raise ValueError("dt: expected finite step sizes > 0")
         return dt.to(device=x.device, dtype=self.state_dtype())
 
+    def _expected_state(self, B: int) -> tuple[State, Any, list[tuple[str, Tensor]]]:
+        """``init_state(B)`` on the meta device, its tree spec and (path, leaf) pairs;
+        cached per (batch size, mode): a decode step checks its state every token, and
+        rebuilding it costs more than the step of a small layer."""
+        key = (B, self.mode)
+        cache = self.__dict__.setdefault("_rnnx_state_spec", {})
+        hit = cache.get(key)
+        if hit is None:
+            expected = self.init_state(B, device="meta")
+            exp_leaves, exp_spec = flatten(expected)
+            hit = (expected, exp_spec, list(zip(leaf_paths(expected), exp_leaves)))
+            if len(cache) > 8:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
     def _check_state(self, state: State, B: int, x: Tensor) -> None:
-        expected = self.init_state(B, device="meta")
+        expected, exp_spec, paths = self._expected_state(B)
         got_leaves, got_spec = flatten(state)
-        exp_leaves, exp_spec = flatten(expected)
         if got_spec != exp_spec:
             raise ValueError(
                 f"state: expected the structure of {type(self).__name__}.init_state(): "
                 f"{_describe(expected)}, got {_describe(state)}"
             )
-        for path, g, e in zip(leaf_paths(expected), got_leaves, exp_leaves):
+        for (path, e), g in zip(paths, got_leaves):
             if not isinstance(g, Tensor):
                 raise TypeError(f"{path}: expected a tensor, got {type(g).__name__}")
             if tuple(g.shape) != tuple(e.shape):

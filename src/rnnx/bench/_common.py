@@ -42,6 +42,22 @@ def timeit(fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1) -> dict[s
     return {"median": statistics.median(times), "min": min(times), "runs": len(times)}
 
 
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeat: int, *, warmup: int = 2
+) -> dict[str, float]:
+    """Median wall time in seconds of each function, run in alternating rounds (every
+    contender once per round) after ``warmup`` rounds, so that drift of a shared
+    machine's load hits every contender alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(max(1, repeat) + warmup):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def _peak_rss() -> int:
     """This process's peak resident memory in bytes.
 

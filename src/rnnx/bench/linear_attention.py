@@ -53,7 +53,15 @@ import torch
 import torch.nn.functional as F
 
 import rnnx.layers as layers
-from rnnx.bench._common import import_peer, machine_info, markdown_table, ms, timeit, write_json
+from rnnx.bench._common import (
+    import_peer,
+    interleaved,
+    machine_info,
+    markdown_table,
+    ms,
+    timeit,
+    write_json,
+)
 from rnnx.ops.chunk import gla, linear_attention, simple_gla
 from rnnx.ops.delta import delta_rule, gated_delta_rule
 from rnnx.ops.mlstm import mlstm
@@ -276,19 +284,6 @@ def _max_rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-30))
 
 
-def _interleaved(fns: dict[str, Callable[[], None]], repeat: int) -> dict[str, float]:
-    """Median time of each function, run in alternating rounds after two warm-up rounds,
-    so that drift of a shared machine's load hits every contender alike."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(repeat + 2):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            if r >= 2:
-                times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def _measure_op(op: str, B: int, T: int, H: int, K: int, args) -> dict[str, Any]:
     case = _case(op)
     x = list(_inputs(op, B, T, H, K).values())
@@ -297,7 +292,7 @@ def _measure_op(op: str, B: int, T: int, H: int, K: int, args) -> dict[str, Any]
     contenders = {"rnnx": _fwd_bwd(case.rnnx, x)}
     if case.peer_chunk is not None:
         contenders[key] = _fwd_bwd(case.peer_chunk, x)
-    t = _interleaved(contenders, args.repeat)
+    t = interleaved(contenders, args.repeat)
     t_rnnx = t["rnnx"]
     row["rnnx ms"] = ms(t_rnnx)
     t_rec = timeit(_fwd_bwd(case.rnnx_rec, x), repeat=1, warmup=0)["median"]

@@ -19,7 +19,8 @@ At batch 16, length 1024, input = hidden = 256, float32 (the shape of the issue)
 * ``decode``: one token, batch 1, hidden 256: ``LSTM.step`` against
   ``torch.nn.LSTMCell`` (µs per token, the state carried over 200 tokens).
 
-Times are medians over rounds in which every contender runs once, in turn (the machine is
+Times are medians over rounds in which every contender runs once, in turn, after two
+warm-up rounds (the machine is
 shared: contenders measured side by side see the same load).
 
 flashrnn is not a dependency of rnnx. To include it::
@@ -37,14 +38,18 @@ peer.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from rnnx.bench._common import import_peer, machine_info, markdown_table, write_json
+from rnnx.bench._common import (
+    import_peer,
+    interleaved,
+    machine_info,
+    markdown_table,
+    write_json,
+)
 
 GROUP = "layers"
 DESCRIPTION = "LSTM/GRU/sLSTM fused time loop vs torch.nn, flashrnn; decode vs LSTMCell"
@@ -66,19 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, default=4, help="sLSTM heads")
     parser.add_argument("--decode-tokens", type=int, default=200)
     parser.add_argument("--no-peer", action="store_true", help="skip flashrnn")
-
-
-def _rounds(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
-    """Median seconds of each function; one warm-up, then ``repeat`` rounds in turn."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(max(1, repeat)):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _fwd_bwd(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -110,7 +102,7 @@ def _classic_rows(kind: str, B: int, T: int, H: int, repeat: int) -> list[dict[s
         diff = (ours(x)[0] - ref(x)[0]).abs().max().item()
     rows = []
     for what, make in (("fwd+bwd", _fwd_bwd), ("fwd", _fwd)):
-        t = _rounds({"rnnx": make(ours, x), "torch": make(ref, x)}, repeat)
+        t = interleaved({"rnnx": make(ours, x), "torch": make(ref, x)}, repeat)
         rows.append(
             {
                 "case": f"{kind} {what}",
@@ -168,7 +160,7 @@ def _slstm_rows(
                 h[0].sum().backward()
 
             fns["flashrnn"] = theirs
-    t = _rounds(fns, repeat)
+    t = interleaved(fns, repeat)
     rows = []
     for name in ("reference", "flashrnn"):
         if name in t:
@@ -207,7 +199,7 @@ def _decode_row(H: int, tokens: int, repeat: int) -> dict[str, Any]:
             for _ in range(tokens):
                 _, s = ours.step(x, s)
 
-    t = _rounds({"rnnx": run_ours, "cell": run_cell}, repeat)
+    t = interleaved({"rnnx": run_ours, "cell": run_cell}, repeat)
     return {
         "case": "decode (batch 1, 1 token)",
         "rnnx µs": t["rnnx"] / tokens * 1e6,

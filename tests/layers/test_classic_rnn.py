@@ -227,7 +227,7 @@ def test_single_token_steps_equal_the_kernel(rcls, tcls, kw, num_layers):
     s0 = tuple(t.requires_grad_() for t in flat(layer.init_state(B, dtype=torch.float64)))
     s0_arg = s0 if len(s0) > 1 else s0[0]
     y_full, s_full = layer(x, s0_arg)
-    assert layer._can_decode_with_torch_cells(x[:, :1], None)
+    assert layer._can_decode_with_torch_cells(x[:, :1], None, torch.float64)
     s, ys = s0_arg, []
     for xt in x.unbind(1):
         y, s = layer.step(xt.unsqueeze(1), s)

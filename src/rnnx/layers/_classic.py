@@ -358,7 +358,9 @@ class ClassicRNN(RecurrentLayer):
             new = tuple(torch.stack(f, 1) for f in finals)
         return inp.unsqueeze(1), (new[0] if len(new) == 1 else new)
 
-    def _can_decode_with_torch_cells(self, x: Tensor, lengths: Tensor | None) -> bool:
+    def _can_decode_with_torch_cells(
+        self, x: Tensor, lengths: Tensor | None, cd: torch.dtype
+    ) -> bool:
         return (
             x.shape[1] == 1
             and lengths is None
@@ -366,13 +368,13 @@ class ClassicRNN(RecurrentLayer):
             and self.num_heads == 1
             and self.two_biases
             and self.cell() in _TORCH_CELLS
-            and x.dtype == self.weight_ih_l0.dtype == self.state_dtype()
+            and x.dtype == self.weight_ih_l0.dtype == cd
             and not torch.is_autocast_enabled(x.device.type)
         )
 
     def _forward(self, x, state, *, mode, lengths, dt):
         cd = self.state_dtype()
-        if self._can_decode_with_torch_cells(x, lengths):
+        if self._can_decode_with_torch_cells(x, lengths, cd):
             states = (state,) if isinstance(state, Tensor) else tuple(state)
             if all(s.dtype == cd for s in states):
                 return self._decode_one_step(x, states)

@@ -363,6 +363,7 @@ class ClassicRNN(RecurrentLayer):
     ) -> bool:
         return (
             x.shape[1] == 1
+            and self.backend == "auto"  # an explicit backend is honoured, token by token too
             and lengths is None
             and self.num_directions == 1
             and self.num_heads == 1

@@ -15,16 +15,17 @@ long L:
   :func:`matrix_power_apply` applies Ā^n with a different n per sequence.
 * diagonal Ā (S4D, S5): a **Vandermonde** product K_l = 2 Re Σ_n c_n exp(w_n l)
   (:func:`vandermonde_kernel`, arXiv 2206.11893), and its transpose for the final
-  state (:func:`vandermonde_state`). Both are custom autograd functions that work in
-  chunks of time in the forward *and* the backward pass (the backward recomputes the
-  exponentials of one chunk instead of keeping all of them).
+  state (:func:`vandermonde_state`). Both are two-level: a position is l = j T + i
+  with T about sqrt(L), so only N (J + T) exponentials are evaluated per base and the
+  sum is one real matrix product; no (…, N, L) tensor is formed in either pass.
 * diagonal plus low rank (S4, arXiv 2111.00396): the kernel's generating function at
   the roots of unity is a sum of **Cauchy** kernels Σ_n v_n / (z_k - w_n)
   (:func:`cauchy_kernel`, chunked over the points z likewise), combined by the
   Woodbury identity (:func:`dplr_bilinear_kernel`), and one inverse FFT.
 
 :func:`fft_conv` applies a kernel (and optionally an anticausal one, for
-bidirectional layers) along the last axis.
+bidirectional layers) along the last axis; :func:`causal_conv_fft` is the (B, L, H)
+causal one of S4D, with its own backward and in slices of the batch.
 """
 
 from __future__ import annotations
@@ -60,6 +61,29 @@ KRYLOV_CHUNK = 256
 
 def _fft_size(n: int) -> int:
     return 1 << (max(n, 1) - 1).bit_length()
+
+
+def _fast_size(n: int) -> int:
+    """The smallest 5-smooth integer >= n (2^a 3^b 5^c: sizes the FFT is fast at)."""
+    n = max(n, 1)
+    best = _fft_size(n)
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _block_len(length: int) -> int:
+    """T: a power of two near sqrt(length), the inner block of the two-level Vandermonde
+    products (positions l = j T + i)."""
+    return 1 << ((max(length, 1) - 1).bit_length() + 1) // 2
 
 
 def _chunk_len(per_position: int, total: int) -> int:
@@ -127,6 +151,67 @@ def _conv_last_axis(u: Tensor, k: Tensor | None, k_rev: Tensor | None, n: int) -
     return _FFTConv.apply(u.to(work), k, k_rev, n)
 
 
+#: Elements (complex) of one slice of the batch in :func:`causal_conv_fft`'s spectra.
+#: Slices keep every temporary well below glibc's largest mmap threshold (32 MiB): a
+#: larger tensor is mapped fresh on every call and pays a page fault per 4 KiB (about
+#: 0.5 ms per MiB here), more than the FFT itself.
+CONV_SLICE_ELEMENTS = 1 << 20
+
+
+class _CausalConvFFT(torch.autograd.Function):
+    """y = causal conv of u (B, L, H) with k (H, Lk) or (B, H, Lk), Lk <= L, by FFT of
+    size n, in slices of the batch; the backward reuses the saved spectra of u and k
+    (one forward and one inverse FFT of the gradient, the kernel's gradient summed
+    over the batch in the frequency domain)."""
+
+    @staticmethod
+    def forward(ctx, u, k, n: int):  # type: ignore[override]
+        B, L, H = u.shape
+        kf = torch.fft.rfft(k, n=n)  # (H, F) or (B, H, F)
+        F = kf.shape[-1]
+        step = max(1, CONV_SLICE_ELEMENTS // max(1, H * F))
+        y = torch.empty((B, L, H), dtype=u.dtype, device=u.device)
+        ufs = []
+        for b0 in range(0, B, step):
+            b1 = min(B, b0 + step)
+            uf = torch.fft.rfft(u[b0:b1].transpose(1, 2), n=n)  # (b, H, F)
+            ufs.append(uf)
+            yf = uf * (kf if kf.dim() == 2 else kf[b0:b1])
+            y[b0:b1] = torch.fft.irfft(yf, n=n)[..., :L].transpose(1, 2)
+        ctx.save_for_backward(kf, *ufs)
+        ctx.n, ctx.step, ctx.Lk = n, step, k.shape[-1]
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):  # type: ignore[override]
+        kf, *ufs = ctx.saved_tensors
+        n, step, Lk = ctx.n, ctx.step, ctx.Lk
+        B, L = g.shape[:2]
+        need_u, need_k = ctx.needs_input_grad[:2]
+        gu = torch.empty_like(g) if need_u else None
+        batched = kf.dim() == 3
+        acc = None
+        if need_k:
+            acc = torch.zeros(kf.shape, dtype=kf.dtype, device=kf.device)
+        for i, b0 in enumerate(range(0, B, step)):
+            b1 = min(B, b0 + step)
+            gf = torch.fft.rfft(g[b0:b1].transpose(1, 2), n=n)  # (b, H, F)
+            if need_k:
+                # correlation of g with u: the kernel's lags
+                prod = gf * ufs[i].conj()
+                if batched:
+                    acc[b0:b1] = prod
+                else:
+                    acc += prod.sum(0)
+            if need_u:
+                # correlation of g with k (adjoint of the causal convolution)
+                gf.mul_((kf[b0:b1] if batched else kf).conj())
+                gu[b0:b1] = torch.fft.irfft(gf, n=n)[..., :L].transpose(1, 2)
+        gk = torch.fft.irfft(acc, n=n)[..., :Lk] if need_k else None
+        return gu, gk, None
+
+
 @fp32_under_autocast
 def causal_conv_fft(u: Tensor, k: Tensor) -> Tensor:
     """Causal convolution y_t = Σ_{s<=t} k_{t-s} u_s along the time axis, by FFT.
@@ -136,12 +221,16 @@ def causal_conv_fft(u: Tensor, k: Tensor) -> Tensor:
         k: ``(H, Lk)`` or ``(B, H, Lk)`` real kernels, Lk >= 1; lags beyond Lk are zero.
 
     Returns:
-        ``(B, L, H)``, in O(L log L) per channel. The FFT runs in at least float32.
+        ``(B, L, H)`` (contiguous), in O(L log L) per channel, by real FFTs of a fast
+        size >= L + Lk - 1 (5-smooth), in slices of the batch. The FFT runs in at least
+        float32.
     """
     L = u.shape[1]
-    n = _fft_size(L + min(k.shape[-1], L))
-    y = _conv_last_axis(u.transpose(1, 2), k, None, n)
-    return y.transpose(1, 2).to(u.dtype)
+    k = k[..., :L]
+    n = _fast_size(L + k.shape[-1] - 1)
+    work = torch.promote_types(u.dtype, torch.float32)
+    y = _CausalConvFFT.apply(u.to(work), k.to(work), n)
+    return y.to(u.dtype)
 
 
 @fp32_under_autocast
@@ -173,82 +262,25 @@ def _positions(n: int, like: Tensor) -> Tensor:
     return torch.arange(n, device=like.device, dtype=like.real.dtype)
 
 
-# Within a chunk starting at position s, exp(w (s + i)) = exp(w s) exp(w i): the block
-# exp(w i) of one chunk is computed once (per distinct w, never per batch element) and
-# the shift exp(w s) folds into the coefficients. The block is kept as real numbers
-# [Re E; Im E] (2N rows), so every contraction is one real matrix product (einsum, which
-# folds broadcast dimensions into the product instead of copying the block per batch).
+# Two-level Vandermonde products. A position is l = j T + i with T about sqrt(L), so
+# exp(w l) = exp(w j T) exp(w i): only N (J + T) exponentials per base instead of N L
+# (the transcendental functions, not the products, were the cost), and the sum over
+# modes (or over time) is one real matrix product per base on [Re; Im] blocks, which
+# einsum folds broadcast dimensions into (no copy of a block per batch element). No
+# (..., N, L) tensor is ever formed (memory O(N (J + T)) per base, plus the (..., J, N)
+# partial sums of the state); plain autograd differentiates it.
 
 
-def _real_block(w: Tensor, pos: Tensor) -> Tensor:
-    """``[Re exp(w p); Im exp(w p)]``: ``(..., 2N, len(pos))`` real.
+def _powers(w: Tensor, pos: Tensor) -> tuple[Tensor, Tensor]:
+    """(Re, Im) of exp(w_n p): two real ``(..., len(pos), N)`` tensors.
 
     As exp(Re w p) (cos, sin)(Im w p): real transcendental functions vectorise, the
-    complex exponential does not (about 4x slower on CPU).
+    complex exponential does not (about 10x slower on CPU).
     """
-    mag = torch.exp(w.real.unsqueeze(-1) * pos)
-    ang = w.imag.unsqueeze(-1) * pos
-    return torch.cat([mag * torch.cos(ang), mag * torch.sin(ang)], -2)
-
-
-def _split(z: Tensor) -> Tensor:
-    return torch.cat([z.real, z.imag], -1)
-
-
-def _join(r: Tensor) -> Tensor:
-    n = r.shape[-1] // 2
-    return torch.complex(r[..., :n], r[..., n:])
-
-
-class _VandermondeKernel(torch.autograd.Function):
-    """K_l = 2 Re Σ_n c_n exp(w_n (l + offset)), chunked over l in both passes."""
-
-    @staticmethod
-    def forward(ctx, coef, log_base, length: int, offset: int):  # type: ignore[override]
-        batch = torch.broadcast_shapes(coef.shape[:-1], log_base.shape[:-1])
-        N = log_base.shape[-1]
-        chunk = _chunk_len(max(1, math.prod(log_base.shape[:-1])) * N, length)
-        block = _real_block(log_base, _positions(chunk, log_base))  # (..., 2N, chunk)
-        out = torch.empty((*batch, length), dtype=log_base.real.dtype, device=log_base.device)
-        for s in range(0, length, chunk):
-            e = min(length, s + chunk)
-            shifted = coef * torch.exp(log_base * (s + offset))
-            # 2 Re(c E) = 2 (Re c Re E - Im c Im E)
-            rows = torch.cat([2 * shifted.real, -2 * shifted.imag], -1)
-            out[..., s:e] = torch.einsum("...k,...kl->...l", rows, block[..., : e - s])
-        ctx.save_for_backward(coef, log_base)
-        ctx.length, ctx.offset, ctx.chunk = length, offset, chunk
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):  # type: ignore[override]
-        coef, log_base = ctx.saved_tensors
-        w = log_base
-        chunk = ctx.chunk
-        pos = _positions(chunk, w)
-        block = _real_block(w, pos)
-        g = g.contiguous()
-        batch = g.shape[:-1]
-        acc_g = torch.zeros((*batch, w.shape[-1]), dtype=w.dtype, device=w.device)
-        acc_gp = torch.zeros_like(acc_g)
-        for s in range(0, ctx.length, chunk):
-            e = min(ctx.length, s + chunk)
-            p = s + ctx.offset
-            shift_c = torch.exp(w * p).conj()
-            gs = g[..., s:e]
-            blk = block[..., : e - s]
-            # Σ_l g_l conj(E_nl), and the same with g_l times the chunk-relative position
-            gl = _join(torch.einsum("...l,...kl->...k", gs, blk)).conj()
-            gpl = _join(torch.einsum("...l,...kl->...k", gs * pos[: e - s], blk)).conj()
-            acc_g += shift_c * gl
-            acc_gp += shift_c * (gpl + p * gl)
-        grads = [None, None]
-        if ctx.needs_input_grad[0]:
-            grads[0] = (2 * acc_g).sum_to_size(coef.shape)
-        if ctx.needs_input_grad[1]:
-            grads[1] = (2 * coef.conj() * acc_gp).sum_to_size(log_base.shape)
-        return grads[0], grads[1], None, None
+    p = pos.unsqueeze(-1)
+    mag = torch.exp(w.real.unsqueeze(-2) * p)
+    ang = w.imag.unsqueeze(-2) * p
+    return mag * torch.cos(ang), mag * torch.sin(ang)
 
 
 @fp32_under_autocast
@@ -256,8 +288,9 @@ def vandermonde_kernel(coef: Tensor, log_base: Tensor, length: int, *, offset: i
     """K_l = 2 Re(Σ_n coef_n exp(log_base_n (l + offset))) for l < length.
 
     The diagonal SSM kernel (S4D, arXiv 2206.11893), with one of each conjugate pair
-    of modes stored. Computed in chunks of l (forward and backward), so no
-    ``(..., N, length)`` tensor is kept.
+    of modes stored. Two-level: with l = j T + i (T about sqrt(length)),
+    K_{jT+i} = 2 Re Σ_n [c_n exp(w_n (jT + offset))] exp(w_n i), one real matrix product
+    of a (J, 2N) and a (2N, T) block per base; no ``(..., N, length)`` tensor is formed.
 
     Args:
         coef, log_base: complex ``(..., N)`` (broadcastable); ``log_base`` is ΔA.
@@ -267,81 +300,64 @@ def vandermonde_kernel(coef: Tensor, log_base: Tensor, length: int, *, offset: i
     Returns:
         Real ``(..., length)``.
     """
-    return _VandermondeKernel.apply(coef, log_base, int(length), int(offset))
-
-
-class _VandermondeTransposed(torch.autograd.Function):
-    """S_n = Σ_l x_l exp(w_n (L - 1 - l)) for real x (..., L), chunked over l.
-
-    For the chunk [s, e): exp(w (L-1-l)) = exp(w (L-e)) exp(w (e-1-l)).
-    """
-
-    @staticmethod
-    def forward(ctx, x, w):  # type: ignore[override]
-        L = x.shape[-1]
-        batch = torch.broadcast_shapes(x.shape[:-1], w.shape[:-1])
-        N = w.shape[-1]
-        chunk = _chunk_len(max(1, math.prod(w.shape[:-1])) * N, L)
-        rel = _positions(chunk, w).flip(0)  # e-1-l over a full chunk: chunk-1 .. 0
-        block = _real_block(w, rel)  # (..., 2N, chunk)
-        out = torch.zeros((*batch, N), dtype=w.dtype, device=w.device)
-        # contiguous time: a transposed view (u of (B, L, H) read as (B, H, L)) would make
-        # every product stride through memory
-        xr = x.to(w.real.dtype).contiguous()
-        for s in range(0, L, chunk):
-            e = min(L, s + chunk)
-            part = torch.einsum("...l,...kl->...k", xr[..., s:e], block[..., chunk - (e - s) :])
-            out += torch.exp(w * (L - e)) * _join(part)
-        ctx.save_for_backward(x, w)
-        ctx.chunk = chunk
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):  # type: ignore[override]
-        x, w = ctx.saved_tensors
-        L = x.shape[-1]
-        chunk = ctx.chunk
-        rel = _positions(chunk, w).flip(0)
-        block = _real_block(w, rel)
-        gx = torch.empty(
-            torch.broadcast_shapes(x.shape, (*g.shape[:-1], L)), dtype=x.dtype, device=x.device
-        )
-        gw = torch.zeros_like(g)
-        xr = x.to(w.real.dtype).contiguous()
-        for s in range(0, L, chunk):
-            e = min(L, s + chunk)
-            n = e - s
-            base = L - e
-            gshift = g * torch.exp(w * base).conj()  # (..., N)
-            blk = block[..., chunk - n :]
-            # x real: dS/dx_l = E_nl, so the gradient is Re(Σ_n g_n conj(E_nl))
-            gx[..., s:e] = torch.einsum("...k,...kl->...l", _split(gshift), blk)
-            xp = xr[..., s:e] * (rel[chunk - n :] + base)  # x_l (L-1-l)
-            gw += gshift * _join(torch.einsum("...l,...kl->...k", xp, blk)).conj()
-        grads = [None, None]
-        if ctx.needs_input_grad[0]:
-            grads[0] = gx.sum_to_size(x.shape)
-        if ctx.needs_input_grad[1]:
-            grads[1] = gw.sum_to_size(w.shape)
-        return grads[0], grads[1]
+    length = int(length)
+    T = _block_len(length)
+    J = -(-length // T)
+    w = log_base
+    er, ei = _powers(w, _positions(T, w))  # (..., T, N): exp(w i)
+    sr, si = _powers(w, _positions(J, w) * T + int(offset))  # (..., J, N): exp(w (jT + off))
+    cr, ci = coef.real.unsqueeze(-2), coef.imag.unsqueeze(-2)
+    # o = c exp(w (jT + off));  2 Re(o e) = 2 (Re o Re e - Im o Im e)
+    rows = torch.cat([2 * (cr * sr - ci * si), -2 * (cr * si + ci * sr)], -1)  # (..., J, 2N)
+    K = torch.einsum("...jk,...tk->...jt", rows, torch.cat([er, ei], -1))  # (..., J, T)
+    return K.flatten(-2)[..., :length]
 
 
 @fp32_under_autocast
 def vandermonde_state(u: Tensor, log_base: Tensor, dB: Tensor) -> Tensor:
     """The state after a sequence: x_L = Σ_s exp(ΔA (L-1-s)) B̄ u_s (zero initial state).
 
-    Computed in chunks of time (forward and backward).
+    Two-level like :func:`vandermonde_kernel`: time (padded with zeros at the start to
+    J T steps) is cut into J blocks of T; the exponent J T - 1 - (jT + i) is
+    (J-1-j) T + (T-1-i), so all blocks are one real matrix product with the (T, 2N)
+    block [Re, Im] exp(w (T-1-i)) (the batch folded into its rows), and the J partial
+    states are joined with exp(w (J-1-j) T). Work B H N L (a matrix product),
+    exponentials H N (J + T).
 
     Args:
-        u: real ``(B, H, L)``.
+        u: real ``(B, H, L)`` (any strides, e.g. a transposed ``(B, L, H)``).
         log_base: ΔA, complex ``(H, N)`` or ``(B, H, N)``.
         dB: B̄, complex, broadcastable to ``log_base``.
 
     Returns:
         Complex ``(B, H, N)``.
     """
-    return _VandermondeTransposed.apply(u, log_base) * dB
+    w = log_base
+    L = u.shape[-1]
+    N = w.shape[-1]
+    T = min(_fft_size(L), 4 * _block_len(L))  # few blocks: the join is elementwise
+    J = -(-L // T)
+    x = u.to(w.real.dtype)
+    if J * T > L:
+        x = torch.nn.functional.pad(x, (J * T - L, 0))
+    x = x.unflatten(-1, (J, T))  # (..., J, T)
+    er, ei = _powers(w, _positions(T, w).flip(0))  # (..., T, N): exp(w (T-1-i))
+    inner = torch.cat([er, ei], -1)  # (..., T, 2N)
+    sr, si = _powers(w, _positions(J, w).flip(0) * T)  # (..., J, N): exp(w (J-1-j) T)
+    fold = x.dim() == 4 and inner.dim() == 3  # u (B, H, L), w (H, N): batch into the rows
+    if fold:
+        Bsz, H = x.shape[:2]
+        # one contiguous (H, B J, T) copy (a transposed u would make the product stride)
+        xs = x.transpose(0, 1).contiguous().view(H, Bsz * J, T)
+        part = torch.bmm(xs, inner).view(H, Bsz, J, 2 * N)
+        sr, si = sr.unsqueeze(1), si.unsqueeze(1)  # (H, 1, J, N)
+    else:
+        part = torch.matmul(x, inner)  # (..., J, 2N)
+    pr, pi = part[..., :N], part[..., N:]
+    state = torch.complex((pr * sr - pi * si).sum(-2), (pr * si + pi * sr).sum(-2))
+    if fold:
+        state = state.transpose(0, 1)  # (B, H, N)
+    return state * dB
 
 
 # --------------------------------------------------------------------------- Cauchy

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import rnnx.layers.pararnn as pararnn_module
+from rnnx import _native
 from rnnx.layers.pararnn import ParaGRU, ParaLSTM, fused_available
 from rnnx.ops.newton import jacobian
 from tests.conftest import assert_close
@@ -96,7 +96,7 @@ def test_fused_runs_the_python_loop_without_native_kernels(cls, monkeypatch):
     x, s0 = _inputs(layer, 2, 9)
     ref = _run(layer, "sequential", x, s0)
     # as without a compiler (or with RNNX_NATIVE=0): the loader returns no library
-    monkeypatch.setattr(pararnn_module._native, "load", lambda name: None)
+    monkeypatch.setattr(_native, "load", lambda name: None)
     assert not fused_available(x)
     out = _run(layer, "fused", x, s0)
     _compare(out, ref, 1e-6, "fused without native")

@@ -14,6 +14,7 @@ import torch
 
 from rnnx import _native
 from rnnx._checks import RnnxWarning
+from rnnx._native import ops as native_ops
 from rnnx.ops import rnn as rnn_ops
 from rnnx.ops.rnn import CELLS, native_rnn_available, rnn_sequence, state_names
 from tests.conftest import assert_close
@@ -154,7 +155,7 @@ def test_thread_partitions_agree_bitwise(threads, policy, monkeypatch):
     gx, w, state, _ = make_inputs("lstm", 8, 5, 256, 1, torch.float32)
     ref = run("lstm", (gx, w, state, None), "native")
     old = torch.get_num_threads()
-    monkeypatch.setattr(rnn_ops, "_THREAD_POLICY", policy)
+    monkeypatch.setattr(native_ops, "RNN_THREAD_POLICY", policy)
     try:
         torch.set_num_threads(threads)
         got = run("lstm", (gx, w, state, None), "native")

@@ -148,6 +148,27 @@ def test_no_grad_path_equals_autograd_path():
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_nan_and_inf_propagate_like_the_reference(cell, dtype):
+    """NaN in, NaN out: the kernels' clamps and maxima keep NaN (vectorised float32 and
+    scalar float64 math alike); infinities and finite values as the reference."""
+    gx, w, state, bias = make_inputs(cell, 3, 9, 20, 1, dtype)
+    gx = gx.clone()
+    gx[0, 2, 5] = float("nan")  # a gate of unit 5
+    gx[1, 4, :] = float("inf")
+    gx[2, 6, 3::7] = float("-inf")
+    with torch.no_grad():
+        y, final = rnn_sequence(cell, gx, w, state, bias_hn=bias, backend="native")
+        y_ref, final_ref = rnn_sequence(cell, gx, w, state, bias_hn=bias, backend="reference")
+    assert y_ref.isnan().any()
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for got, want, what in [(y, y_ref, "y"), *zip(final, final_ref, state_names(cell))]:
+        assert torch.equal(got.isnan(), want.isnan()), f"{cell} {what}: NaN positions differ"
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol, equal_nan=True)
+
+
+@needs_native
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("policy", [-1, 0, 1], ids=["auto", "units", "batch"])
 def test_thread_partitions_agree_bitwise(threads, policy, monkeypatch):

@@ -283,7 +283,7 @@ def _check(
     if not isinstance(t, Tensor):
         _fail(op, arg, f"expected a tensor, got {type(t).__name__}", TypeError)
     assert isinstance(t, Tensor)
-    if t.device.type != "cpu":
+    if t.device.type not in ("cpu", "meta"):  # meta: shapes only, by the fake kernels
         _fail(op, arg, f"expected a CPU tensor, got device {t.device}")
     if dtype is not None and t.dtype != dtype:
         _fail(op, arg, f"expected dtype {dtype}, got {t.dtype}", TypeError)
@@ -713,6 +713,7 @@ def _sscan_run(u, delta, A, B, C, D, z, bias, h0, offsets, softplus, chunk, nega
     if save:
         per_seq = (offsets[1:] - offsets[:-1] + chunk - 1) // chunk
         ckpt_off = torch.cat([offsets.new_zeros(1), per_seq.cumsum(0)])
+        ckpt[int(ckpt_off[-1]) :].zero_()  # the slack of the static bound: deterministic
     else:
         ckpt_off = offsets.new_empty(0)
     getattr(lib, f"rnnx_sscan_fwd_{_REAL[u.dtype]}")(

@@ -273,24 +273,23 @@ class _ChunkStateScan(torch.autograd.Function):
         N = S_in.shape[1]
         lam = torch.zeros_like(S_in[:, 0]) if dS_last is None else dS_last.contiguous()
         dU = torch.empty_like(S_in)
+        # chunk-major (N, B, ...): each product is written into a contiguous slice
+        # (torch.compile traces out= only into contiguous tensors)
+        full = torch.broadcast_shapes(gamma.shape, S_in.shape)
         dgamma = (
-            torch.empty(
-                torch.broadcast_shapes(gamma.shape, S_in.shape),
-                dtype=S_in.dtype,
-                device=S_in.device,
-            )
+            torch.empty((N, full[0], *full[2:]), dtype=S_in.dtype, device=S_in.device)
             if ctx.needs_input_grad[0]
             else None
         )
         for n in range(N - 1, -1, -1):
             dU[:, n] = lam
             if dgamma is not None:
-                torch.mul(lam, S_in[:, n], out=dgamma[:, n])
+                torch.mul(lam, S_in[:, n], out=dgamma[n])
             lam = lam * gamma[:, n]
             if dS_in is not None:
                 lam = lam + dS_in[:, n]
         if dgamma is not None:
-            dgamma = dgamma.sum_to_size(gamma.shape)
+            dgamma = dgamma.transpose(0, 1).sum_to_size(gamma.shape)
         return dgamma, dU, lam
 
 

@@ -14,7 +14,7 @@ import torch
 from rnnx import _native
 from rnnx.layers.pararnn import ParaGRU, ParaLSTM, fused_available
 from rnnx.ops.newton import jacobian
-from tests.conftest import assert_close
+from tests.conftest import assert_close, needs_native
 
 LAYERS = [ParaGRU, ParaLSTM]
 
@@ -62,6 +62,7 @@ def test_newton_matches_sequential_float32(cls, T):
     _compare(out, ref, 1e-5, f"newton T={T}")
 
 
+@needs_native("pararnn")
 @pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
 def test_fused_matches_sequential_float32_with_lengths(cls):
     torch.manual_seed(1)
@@ -121,6 +122,7 @@ def test_newton_mode_is_deterministic_in_its_iteration_count():
     assert layer.newton_info.iterations == first
 
 
+@needs_native("pararnn")
 @pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_native_newton_cell_matches_the_cell_and_torch_func(cls, dtype):

@@ -203,9 +203,10 @@ def test_fallback_warns_once_and_matches(monkeypatch):
     """If the kernel cannot be built, auto runs the reference after one RnnxWarning."""
     gx, w, state, _ = make_inputs("lstm", 2, 5, 6, 1, torch.float64)
     expected = rnn_sequence("lstm", gx, w, state, backend="reference")
+    monkeypatch.setenv("RNNX_NATIVE", "1")
     monkeypatch.setattr(_native, "_build", lambda name: (_ for _ in ()).throw(OSError("no cc")))
-    _native.reset()
-    try:
+    with _native.preserved():
+        _native.reset()
         with pytest.warns(RnnxWarning, match="native CPU kernel 'rnn' could not be built"):
             y, s = rnn_sequence("lstm", gx, w, state)
         with warnings.catch_warnings():
@@ -213,8 +214,6 @@ def test_fallback_warns_once_and_matches(monkeypatch):
             rnn_sequence("lstm", gx, w, state)  # no second warning
         with pytest.raises(RuntimeError, match="backend: 'native' was requested"):
             rnn_sequence("lstm", gx, w, state, backend="native")
-    finally:
-        _native.reset()
     assert_close(y, expected[0], rtol=1e-12, what="fallback outputs")
     for a, b in zip(s, expected[1]):
         assert_close(a, b, rtol=1e-12, what="fallback final state")

@@ -277,6 +277,16 @@ def _chunk_states(u, dt, A, B, C, h, negative):
     return y.reshape(b, K, dim), last
 
 
+def _chunk_loop(u, dt, A, B, C, h, chunk: int, negative: bool):
+    """All chunks one after another (y (b, L, D), last state), under plain autograd."""
+    ys = []
+    for t0 in range(0, u.shape[1], chunk):
+        sl = slice(t0, t0 + chunk)
+        y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative)
+        ys.append(y)
+    return (torch.cat(ys, 1) if ys else u.new_zeros(u.shape)), h
+
+
 class _ChunkedScan(torch.autograd.Function):
     """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward."""
 
@@ -469,7 +479,12 @@ def selective_scan(
         up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
     if h0 is None:
         h0 = uc.new_zeros((n_seq, dim, N))
-    y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+    if torch.compiler.is_compiling():
+        # torch.compile cannot trace the recomputing backward (autograd.grad inside a
+        # Function): the compiled graph differentiates the chunk loop itself
+        y, h_last = _chunk_loop(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+    else:
+        y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
     if cu is not None:
         y = y[mask].unsqueeze(0)
     out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)

@@ -302,3 +302,14 @@ def test_header_text_is_part_of_the_cache_key(monkeypatch, tmp_path):
 
 def test_real_headers_are_read():
     assert "namespace rnnx" in _native._headers()  # common.h
+
+
+@needs_native
+def test_double_backward_raises_instead_of_missing_terms():
+    args = _samples()["rnn"]
+    y, final = torch.ops.rnnx.rnn(*args)
+    (g,) = torch.autograd.grad(y.square().sum(), args[1], create_graph=False)
+    assert g.shape == args[1].shape
+    y, final = torch.ops.rnnx.rnn(*args)
+    with pytest.raises(RuntimeError, match=r"rnnx::rnn_bwd is not differentiable"):
+        torch.autograd.grad(y.square().sum(), args[1], create_graph=True)

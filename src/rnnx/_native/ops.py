@@ -184,8 +184,15 @@ def _needs_grad(args: tuple[Any, ...]) -> bool:
     return any(isinstance(a, Tensor) and a.requires_grad for a in args)
 
 
+_OVERLOADS: dict[str, Any] = {}
+
+
 def _overload(name: str) -> Any:
-    return getattr(torch.ops.rnnx, name).default
+    """``torch.ops.rnnx.<name>.default``, looked up once (a decode step pays per lookup)."""
+    op = _OVERLOADS.get(name)
+    if op is None:
+        op = _OVERLOADS[name] = getattr(torch.ops.rnnx, name).default
+    return op
 
 
 def _register(op: NativeOp) -> None:
@@ -237,10 +244,18 @@ def call(name: str, *args: Any) -> Any:
         return op(*args)
 
 
-def _sub(op: str, name: str, *args: Any) -> Any:
-    """Call the helper operator ``name`` from the autograd formula of ``op``."""
+def _forward_half(name: str, *args: Any) -> Any:
+    """The helper operator ``name`` from an autograd formula's forward (which runs
+    without autograd): straight below the autograd key."""
     with _below_autograd():
         return _overload(name)(*args)
+
+
+def _backward_half(name: str, *args: Any) -> Any:
+    """The helper operator ``name`` from an autograd formula's backward, through the
+    autograd key: under ``create_graph=True`` it raises (no double backward) instead of
+    returning gradients that silently miss their own graph."""
+    return _overload(name)(*args)
 
 
 def _lib(op: str, library: str) -> ctypes.CDLL:
@@ -279,11 +294,12 @@ def _check(
     dtype: torch.dtype | None = None,
     dtypes: dict[torch.dtype, str] | None = None,
 ) -> Tensor:
-    """A CPU tensor of the given rank/shape/dtype, else a clear error."""
+    """A CPU tensor of the given rank/shape/dtype, else a clear error. (About a
+    microsecond: a decode step runs a handful per kernel.)"""
     if not isinstance(t, Tensor):
         _fail(op, arg, f"expected a tensor, got {type(t).__name__}", TypeError)
     assert isinstance(t, Tensor)
-    if t.device.type not in ("cpu", "meta"):  # meta: shapes only, by the fake kernels
+    if not (t.is_cpu or t.is_meta):  # meta: shapes only, by the fake kernels
         _fail(op, arg, f"expected a CPU tensor, got device {t.device}")
     if dtype is not None and t.dtype != dtype:
         _fail(op, arg, f"expected dtype {dtype}, got {t.dtype}", TypeError)
@@ -291,7 +307,7 @@ def _check(
         _fail(op, arg, f"expected one of the dtypes {tuple(dtypes)}, got {t.dtype}", TypeError)
     if dims is not None and t.dim() != dims:
         _fail(op, arg, f"expected {dims} dimensions, got shape {_shape(t)}")
-    if shape is not None and tuple(t.shape) != shape:
+    if shape is not None and t.shape != shape:
         _fail(op, arg, f"expected shape {shape}, got {_shape(t)}")
     return t
 
@@ -476,8 +492,8 @@ def _rnn_bwd_fake(cell, w, state0, lengths, y, stseq, saved, dy, dfinal, num_hea
 
 
 def _rnn_forward(ctx, cell, gx, w, bias_hn, state0, lengths, num_heads, reverse, time_major):
-    y, final, stseq, saved = _sub(
-        "rnn", "rnn_fwd", cell, gx, w, bias_hn, state0, lengths, num_heads, reverse, time_major
+    y, final, stseq, saved = _forward_half(
+        "rnn_fwd", cell, gx, w, bias_hn, state0, lengths, num_heads, reverse, time_major
     )
     ctx.save_for_backward(w, state0, y, stseq, saved, lengths)
     ctx.config = (cell, num_heads, reverse, time_major, bias_hn is not None)
@@ -488,8 +504,8 @@ def _rnn_forward(ctx, cell, gx, w, bias_hn, state0, lengths, num_heads, reverse,
 def _rnn_backward(ctx, dy, dfinal):
     w, state0, y, stseq, saved, lengths = ctx.saved_tensors
     cell, NH, reverse, time_major, has_bias = ctx.config
-    dgx, drec, dstate0 = _sub(
-        "rnn", "rnn_bwd", cell, w, state0, lengths, y, stseq, saved, dy, dfinal, NH, reverse,
+    dgx, drec, dstate0 = _backward_half(
+        "rnn_bwd", cell, w, state0, lengths, y, stseq, saved, dy, dfinal, NH, reverse,
         time_major,
     )  # fmt: skip
     _, B, H = state0.shape
@@ -627,7 +643,7 @@ def _scan_adjoint_fake(a, g, g_last, h, h0, reverse, need_a, need_h0):
 
 
 def _scan_forward(ctx, a, x, h0, reverse):
-    h, last = _sub("scan", "scan", a, x, h0, reverse)
+    h, last = _forward_half("scan", a, x, h0, reverse)
     ctx.save_for_backward(a, h, h0)
     ctx.reverse = reverse
     ctx.set_materialize_grads(False)
@@ -638,8 +654,8 @@ def _scan_backward(ctx, g_h, g_last):
     a, h, h0 = ctx.saved_tensors
     need_a, _, need_h0 = ctx.needs_input_grad[:3]
     g = torch.zeros_like(h) if g_h is None else g_h
-    lam, ga, gh0 = _sub(
-        "scan", "scan_adjoint", a, g, g_last, h, h0, ctx.reverse, need_a, need_h0 and h0 is not None
+    lam, ga, gh0 = _backward_half(
+        "scan_adjoint", a, g, g_last, h, h0, ctx.reverse, need_a, need_h0 and h0 is not None
     )
     gh0 = gh0 if (need_h0 and h0 is not None) else None
     return (ga if need_a else None), lam, gh0, None
@@ -815,8 +831,8 @@ def _sscan_bwd_fake(u, delta, A, B, C, D, z, bias, ckpt, ckpt_off, offsets, g_ou
 
 
 def _sscan_forward(ctx, u, delta, A, B, C, D, z, bias, h0, offsets, softplus, chunk, negative):
-    out, h_last, ckpt, ckpt_off = _sub(
-        "selective_scan", "selective_scan_fwd", u, delta, A, B, C, D, z, bias, h0, offsets,
+    out, h_last, ckpt, ckpt_off = _forward_half(
+        "selective_scan_fwd", u, delta, A, B, C, D, z, bias, h0, offsets,
         softplus, chunk, negative,
     )  # fmt: skip
     ctx.save_for_backward(u, delta, A, B, C, D, z, bias, ckpt, ckpt_off, offsets)
@@ -830,8 +846,8 @@ def _sscan_backward(ctx, g_out, g_last):
     softplus, chunk, negative, has_h0 = ctx.options
     g_out = torch.zeros_like(u) if g_out is None else g_out
     need_h0 = has_h0 and ctx.needs_input_grad[8]
-    grads = _sub(
-        "selective_scan", "selective_scan_bwd", u, delta, A, B, C, D, z, bias, ckpt, ckpt_off,
+    grads = _backward_half(
+        "selective_scan_bwd", u, delta, A, B, C, D, z, bias, ckpt, ckpt_off,
         offsets, g_out, g_last, softplus, chunk, negative, need_h0,
     )  # fmt: skip
     gu, gdelta, gA, gB, gC, gD, gz, gbias, gh0 = grads
@@ -893,12 +909,12 @@ def _gla_intra_bwd_fake(q, k, g, dA):
 
 def _gla_intra_forward(ctx, q, k, g):
     ctx.save_for_backward(q, k, g)
-    return _sub("gla_intra", "gla_intra", q, k, g)
+    return _forward_half("gla_intra", q, k, g)
 
 
 def _gla_intra_backward(ctx, dA):
     q, k, g = ctx.saved_tensors
-    dq, dk = _sub("gla_intra", "gla_intra_bwd", q, k, g, dA)
+    dq, dk = _backward_half("gla_intra_bwd", q, k, g, dA)
     # e_ij = exp(G_i − G_j): dG = q·dq − k·dk, and g reaches every G after it
     dG = q * dq - k * dk
     return dq, dk, dG.flip(-2).cumsum(-2).flip(-2)
@@ -989,7 +1005,7 @@ def _mlstm_intra_bwd_fake(scores, F, I, m, arg, dW, drs, dm):
 
 
 def _mlstm_intra_forward(ctx, scores, F, I, m_in):
-    W, rs, m, arg = _sub("mlstm_intra", "mlstm_intra_fwd", scores, F, I, m_in)
+    W, rs, m, arg = _forward_half("mlstm_intra_fwd", scores, F, I, m_in)
     ctx.save_for_backward(scores, F, I, m, arg)
     ctx.set_materialize_grads(False)
     return W, rs, m
@@ -1000,7 +1016,7 @@ def _mlstm_intra_backward(ctx, dW, drs, dm):
     dW = torch.zeros_like(S) if dW is None else dW
     drs = torch.zeros_like(F) if drs is None else drs
     dm = torch.zeros_like(F) if dm is None else dm
-    return _sub("mlstm_intra", "mlstm_intra_bwd", S, F, I, m, arg, dW, drs, dm)
+    return _backward_half("mlstm_intra_bwd", S, F, I, m, arg, dW, drs, dm)
 
 
 # ============================================================================ pararnn
@@ -1105,7 +1121,7 @@ def _pararnn_bwd_fake(kind, u, a, p, s0, lengths, s, gs):
 
 
 def _pararnn_forward(ctx, kind, u, a, p, s0, lengths):
-    s = _sub("pararnn", "pararnn", kind, u, a, p, s0, lengths)
+    s = _forward_half("pararnn", kind, u, a, p, s0, lengths)
     ctx.kind = kind
     ctx.save_for_backward(u, a, p, s0, lengths, s)
     return s
@@ -1113,7 +1129,7 @@ def _pararnn_forward(ctx, kind, u, a, p, s0, lengths):
 
 def _pararnn_backward(ctx, gs):
     u, a, p, s0, lengths, s = ctx.saved_tensors
-    du, ga, gp, gs0 = _sub("pararnn", "pararnn_bwd", ctx.kind, u, a, p, s0, lengths, s, gs)
+    du, ga, gp, gs0 = _backward_half("pararnn_bwd", ctx.kind, u, a, p, s0, lengths, s, gs)
     return None, du, ga, _nothing_or(gp) if p is not None else None, gs0, None
 
 
@@ -1207,12 +1223,12 @@ def _cell_vjp_fake(kind, h, u, a, p, g):
 def _cell_forward(ctx, kind, h, u, a, p):
     ctx.kind = kind
     ctx.save_for_backward(h, u, a, p)
-    return _sub("pararnn_cell", "pararnn_cell", kind, h, u, a, p)
+    return _forward_half("pararnn_cell", kind, h, u, a, p)
 
 
 def _cell_backward(ctx, g):
     h, u, a, p = ctx.saved_tensors
-    dh, du, ga, gp = _sub("pararnn_cell", "pararnn_cell_vjp", ctx.kind, h, u, a, p, g)
+    dh, du, ga, gp = _backward_half("pararnn_cell_vjp", ctx.kind, h, u, a, p, g)
     return None, dh, du, ga, _nothing_or(gp) if p is not None else None
 
 

@@ -307,9 +307,9 @@ def test_real_headers_are_read():
 @needs_native
 def test_double_backward_raises_instead_of_missing_terms():
     args = _samples()["rnn"]
-    y, final = torch.ops.rnnx.rnn(*args)
+    y, _ = torch.ops.rnnx.rnn(*args)
     (g,) = torch.autograd.grad(y.square().sum(), args[1], create_graph=False)
     assert g.shape == args[1].shape
-    y, final = torch.ops.rnnx.rnn(*args)
+    y, _ = torch.ops.rnnx.rnn(*args)
     with pytest.raises(RuntimeError, match=r"rnnx::rnn_bwd is not differentiable"):
         torch.autograd.grad(y.square().sum(), args[1], create_graph=True)

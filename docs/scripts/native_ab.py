@@ -143,7 +143,9 @@ def merge(folder: str) -> None:
     for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
         version = os.path.basename(path).split("-")[0]
         rounds[version] = rounds.get(version, 0) + 1
-        for name, t in json.load(open(path))["times_ms"].items():
+        with open(path) as f:
+            results = json.load(f)["times_ms"]
+        for name, t in results.items():
             row = best.setdefault(name, {})
             row[version] = min(row.get(version, float("inf")), t)
     print(f"rounds: {rounds}")

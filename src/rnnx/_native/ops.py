@@ -19,7 +19,7 @@ The operators, with the library each is built from::
     rnn              rnn.cpp             Elman/LSTM/GRU/sLSTM time loop   (+ rnn_fwd, rnn_bwd)
     scan             scan.cpp            linear scan, diagonal/block      (+ scan_adjoint)
     selective_scan   selective_scan.cpp  Mamba's S6                       (+ _fwd, _bwd)
-    gla_intra        chunk.cpp           GLA intra-chunk matrix           (+ gla_intra_bwd)
+    gla_intra        chunk.cpp           GLA intra-chunk matrix           (+ _fwd, _bwd)
     mlstm_intra      chunk.cpp           mLSTM intra-chunk weights        (+ _fwd, _bwd)
     pararnn          pararnn.cpp         ParaGRU/ParaLSTM time loop       (+ pararnn_bwd)
     pararnn_cell     pararnn.cpp         their cell at all steps          (+ pararnn_cell_vjp)
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -185,6 +186,8 @@ def _needs_grad(args: tuple[Any, ...]) -> bool:
 
 
 _OVERLOADS: dict[str, Any] = {}
+#: The autograd formula of each differentiable operator, as a torch.autograd.Function.
+_FORMULAS: dict[str, type[torch.autograd.Function]] = {}
 
 
 def _overload(name: str) -> Any:
@@ -220,6 +223,7 @@ def _register(op: NativeOp) -> None:
             (torch.autograd.Function,),
             {"forward": staticmethod(op.autograd[0]), "backward": staticmethod(op.autograd[1])},
         )
+        _FORMULAS[op.name] = fn
 
         def kernel(*args: Any) -> Any:
             if _needs_grad(args):
@@ -233,15 +237,21 @@ def _register(op: NativeOp) -> None:
 def call(name: str, *args: Any) -> Any:
     """``torch.ops.rnnx.<name>(*args)``, by the cheapest path that is correct.
 
-    Eager and without a gradient to record, the call goes straight below the autograd
-    dispatch key (about 5 µs instead of 11: the per-kernel cost of a decode step).
-    Otherwise, and always under ``torch.compile``, it is the plain operator call.
+    Under ``torch.compile`` (and ``torch.export``) it is the plain operator call, which the
+    graph records. In eager mode the dispatcher's round trip through the Python kernel at
+    the autograd key is skipped: without a gradient to record the call goes straight
+    below the autograd key (about 5 µs instead of 11: the per-kernel cost of a decode
+    step); with one, it applies the operator's autograd formula (the
+    ``torch.autograd.Function`` that the autograd kernel would apply, whose forward calls
+    the operator below the autograd key).
     """
-    op = _overload(name)
-    if torch.compiler.is_compiling() or _needs_grad(args):
-        return op(*args)
+    if torch.compiler.is_compiling():
+        return _overload(name)(*args)
+    if _needs_grad(args):
+        formula = _FORMULAS.get(name)
+        return formula.apply(*args) if formula is not None else _overload(name)(*args)
     with _below_autograd():
-        return op(*args)
+        return _overload(name)(*args)
 
 
 def _forward_half(name: str, *args: Any) -> Any:
@@ -559,7 +569,7 @@ def _scan_check(op, a, x, h0):
 def _scan_strides(a: Tensor, B: int, L: int) -> tuple[int, int]:
     """Element strides of a contiguous ``a`` over batch and time (0 where broadcast)."""
     Ba, La = a.shape[:2]
-    inner = a[0, 0].numel()
+    inner = math.prod(a.shape[2:])
     return ((La * inner) if Ba > 1 else 0), (inner if La > 1 else 0)
 
 
@@ -870,16 +880,20 @@ def _gla_check(op, q, k, g):
     return q.numel() // max(C * K, 1), C, K
 
 
-def _gla_intra_cpu(q, k, g):
-    M, C, K = _gla_check("gla_intra", q, k, g)
-    lib = _lib("gla_intra", "chunk")
+def _gla_intra_run(op, q, k, g):
+    M, C, K = _gla_check(op, q, k, g)
+    lib = _lib(op, "chunk")
     q, k = q.contiguous(), k.contiguous()
-    alpha = g.exp().contiguous()
+    alpha = g.exp().contiguous()  # the per-step decays
     A = q.new_empty(*q.shape[:-1], C)
     getattr(lib, f"rnnx_gla_intra_fwd_{_REAL[q.dtype]}")(
         q.data_ptr(), k.data_ptr(), alpha.data_ptr(), A.data_ptr(), M, C, K, _threads()
     )
-    return A
+    return A, alpha
+
+
+def _gla_intra_cpu(q, k, g):
+    return _gla_intra_run("gla_intra", q, k, g)[0]
 
 
 def _gla_intra_fake(q, k, g):
@@ -887,12 +901,25 @@ def _gla_intra_fake(q, k, g):
     return q.new_empty(*q.shape[:-1], C)
 
 
-def _gla_intra_bwd_cpu(q, k, g, dA):
-    M, C, K = _gla_check("gla_intra_bwd", q, k, g)
+def _gla_intra_fwd_cpu(q, k, g):
+    return _gla_intra_run("gla_intra_fwd", q, k, g)
+
+
+def _gla_intra_fwd_fake(q, k, g):
+    _, C, _ = _gla_check("gla_intra_fwd", q, k, g)
+    return q.new_empty(*q.shape[:-1], C), g.new_empty(g.shape)
+
+
+def _gla_intra_bwd_check(q, k, alpha, dA):
+    M, C, K = _gla_check("gla_intra_bwd", q, k, alpha)
     _check("gla_intra_bwd", "dA", dA, shape=(*q.shape[:-1], C), dtype=q.dtype)
+    return M, C, K
+
+
+def _gla_intra_bwd_cpu(q, k, alpha, dA):
+    M, C, K = _gla_intra_bwd_check(q, k, alpha, dA)
     lib = _lib("gla_intra_bwd", "chunk")
-    q, k, dA = q.contiguous(), k.contiguous(), dA.contiguous()
-    alpha = g.exp().contiguous()
+    q, k, alpha, dA = q.contiguous(), k.contiguous(), alpha.contiguous(), dA.contiguous()
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     getattr(lib, f"rnnx_gla_intra_bwd_{_REAL[q.dtype]}")(
         q.data_ptr(), k.data_ptr(), alpha.data_ptr(), dA.data_ptr(), dq.data_ptr(),
@@ -901,20 +928,20 @@ def _gla_intra_bwd_cpu(q, k, g, dA):
     return dq, dk
 
 
-def _gla_intra_bwd_fake(q, k, g, dA):
-    _, C, _ = _gla_check("gla_intra_bwd", q, k, g)
-    _check("gla_intra_bwd", "dA", dA, shape=(*q.shape[:-1], C), dtype=q.dtype)
+def _gla_intra_bwd_fake(q, k, alpha, dA):
+    _gla_intra_bwd_check(q, k, alpha, dA)
     return q.new_empty(q.shape), k.new_empty(k.shape)
 
 
 def _gla_intra_forward(ctx, q, k, g):
-    ctx.save_for_backward(q, k, g)
-    return _forward_half("gla_intra", q, k, g)
+    A, alpha = _forward_half("gla_intra_fwd", q, k, g)
+    ctx.save_for_backward(q, k, alpha)
+    return A
 
 
 def _gla_intra_backward(ctx, dA):
-    q, k, g = ctx.saved_tensors
-    dq, dk = _backward_half("gla_intra_bwd", q, k, g, dA)
+    q, k, alpha = ctx.saved_tensors
+    dq, dk = _backward_half("gla_intra_bwd", q, k, alpha, dA)
     # e_ij = exp(G_i − G_j): dG = q·dq − k·dk, and g reaches every G after it
     dG = q * dq - k * dk
     return dq, dk, dG.flip(-2).cumsum(-2).flip(-2)
@@ -1271,8 +1298,11 @@ for _op in (
              _sscan_bwd_fake),
     NativeOp("gla_intra", "chunk", "(Tensor q, Tensor k, Tensor g) -> Tensor", _gla_intra_cpu,
              _gla_intra_fake, (_gla_intra_forward, _gla_intra_backward)),
-    NativeOp("gla_intra_bwd", "chunk", f"(Tensor q, Tensor k, Tensor g, Tensor dA) -> {_T2}",
-             _gla_intra_bwd_cpu, _gla_intra_bwd_fake),
+    NativeOp("gla_intra_fwd", "chunk", f"(Tensor q, Tensor k, Tensor g) -> {_T2}",
+             _gla_intra_fwd_cpu, _gla_intra_fwd_fake),
+    NativeOp("gla_intra_bwd", "chunk",
+             f"(Tensor q, Tensor k, Tensor alpha, Tensor dA) -> {_T2}", _gla_intra_bwd_cpu,
+             _gla_intra_bwd_fake),
     NativeOp("mlstm_intra", "chunk", f"{_MLSTM} -> {_T3}", _mlstm_intra_cpu,
              _mlstm_intra_fake, (_mlstm_intra_forward, _mlstm_intra_backward)),
     NativeOp("mlstm_intra_fwd", "chunk", f"{_MLSTM} -> {_T4}", _mlstm_intra_fwd_cpu,

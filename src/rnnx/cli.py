@@ -87,6 +87,8 @@ _TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--val-every": ("train", "val_every", int, "validate every N batches (0: per epoch)"),
     "--limit-batches": ("train", "limit_batches", float, "fraction/number of batches (smoke)"),
     "--threads": ("train", "threads", int, "torch threads (0: keep)"),
+    "--accelerator": ("train", "accelerator", str, "auto (CUDA if available), cpu, cuda, mps"),
+    "--devices": ("train", "devices", int, "processes/devices on this machine (>1: torchrun)"),
 }
 
 
@@ -143,11 +145,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print("rnnx train needs Lightning: pip install 'rnnx[train]'", file=sys.stderr)
         return 2
     from rnnx.train.config import RunConfig, resolve
-    from rnnx.train.run import train
+    from rnnx.train.run import AcceleratorError, resolve_accelerator, train
 
     try:
         if args.resume:
-            given = {k for sec in _overrides(args).values() for k in sec if k != "threads"}
+            # where a run continues may change; what it trains may not
+            where = ("threads", "accelerator", "devices")
+            given = {k for sec in _overrides(args).values() for k in sec if k not in where}
             if given or args.config or args.out_dir:
                 raise ValueError(
                     "--resume: a resumed run keeps its own config (config.json); "
@@ -155,17 +159,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 )
             spec = json.loads((Path(args.resume) / "config.json").read_text())
             cfg = RunConfig.from_dict(spec["run"])
-            threads = _overrides(args)["train"].get("threads")
-            if threads:
-                cfg.train.threads = threads
-            train(cfg, out_dir=args.resume, resume=True, progress=not args.no_progress)
+            for key in where:
+                value = _overrides(args)["train"].get(key)
+                if value:
+                    setattr(cfg.train, key, value)
+            run_kw = {"out_dir": args.resume, "resume": True}
         else:
             cfg = resolve(_overrides(args), args.config)
-            train(cfg, out_dir=args.out_dir, progress=not args.no_progress)
-    except MissingDependencyError as exc:
+            run_kw = {"out_dir": args.out_dir}
+        resolve_accelerator(cfg.train.accelerator)  # a missing device: one line, before work
+        if cfg.train.devices > 1 and "LOCAL_WORLD_SIZE" not in os.environ:
+            return _relaunch_with_torchrun(cfg.train.devices)
+        train(cfg, progress=not args.no_progress, **run_kw)
+    except (MissingDependencyError, AcceleratorError) as exc:
         print(f"rnnx train: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _relaunch_with_torchrun(n: int) -> int:
+    """``rnnx train --devices N``: the same command in N processes on this machine,
+    started by torchrun (``--standalone``), which gives each its rank and device."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc-per-node={n}", "-m", "rnnx.cli", *sys.argv[1:]]
+    return subprocess.call(cmd)
 
 
 # ---------------------------------------------------------------------- eval / generate

@@ -56,10 +56,10 @@ try:
 except ImportError:  # run from a checkout without PYTHONPATH=src
     sys.path.insert(0, str(ROOT / "src"))
 
-import torch
+import torch  # noqa: E402
 
-import rnnx.layers as layers
-from rnnx._tree import leaves
+import rnnx.layers as layers  # noqa: E402
+from rnnx._tree import leaves  # noqa: E402
 
 T0 = time.time()
 
@@ -85,7 +85,10 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b| (complex: on real and imaginary parts)."""
     a, b = a.detach().cpu(), b.detach().cpu()
     if a.is_complex() or b.is_complex():
-        a, b = torch.view_as_real(a.to(torch.complex128)), torch.view_as_real(b.to(torch.complex128))
+        a, b = (
+            torch.view_as_real(a.to(torch.complex128)),
+            torch.view_as_real(b.to(torch.complex128)),
+        )
     a, b = a.double(), b.double()
     if a.shape != b.shape:
         return math.inf
@@ -199,9 +202,12 @@ def meta(device: torch.device) -> dict[str, Any]:
     }
     with contextlib.suppress(Exception):
         info["commit"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-            timeout=5, cwd=ROOT,
-        ).stdout.strip()  # fmt: skip
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=ROOT,
+        ).stdout.strip()
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         info.update(
@@ -229,7 +235,7 @@ def backend_of(layer, device: torch.device) -> str | None:
         return None
     try:
         return fn(device)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return f"? ({short(exc)})"
 
 
@@ -282,7 +288,7 @@ def compare_runs(a, b) -> dict[str, Any]:
 def check_layer(name: str, device: torch.device, shape, quick: bool, tol32: float, tol16: float):
     B, T, D = shape
     rows = []
-    cpu = torch.device("cpu")
+
     ref_layer = build(name, D).eval()
     cls = type(ref_layer)
     g = torch.Generator().manual_seed(1)
@@ -312,9 +318,7 @@ def check_layer(name: str, device: torch.device, shape, quick: bool, tol32: floa
                     row["bf16_y_rel"] = e16["y_rel"]
                     row["bf16_grad_rel"] = e16["grad_rel"]
                     row["bf16_grad_worst"] = e16["grad_worst"]
-                    same = all(
-                        p.dtype == q.dtype for p, q in zip(leaves(got16[1]), leaves(got[1]))
-                    )
+                    same = all(p.dtype == q.dtype for p, q in zip(leaves(got16[1]), leaves(got[1])))
                     finite = all(
                         bool(torch.isfinite(t).all())
                         for t in [*got16[2].values(), *leaves(got16[1])]
@@ -322,7 +326,7 @@ def check_layer(name: str, device: torch.device, shape, quick: bool, tol32: floa
                     )
                     row["bf16_state_dtype_ok"] = same
                     row["ok16"] = same and finite and e16["y_rel"] <= tol16
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 row["error"] = short(exc)
                 row["trace"] = traceback.format_exc(limit=6)[-1500:]
         notes = sorted({str(w.message).splitlines()[0][:160] for w in caught})
@@ -334,23 +338,26 @@ def check_layer(name: str, device: torch.device, shape, quick: bool, tol32: floa
         x = x_cpu.to(device)
         with torch.no_grad():
             dev_layer.eval()
+            # (no explicit synchronize inside the counted blocks: only the layer's own)
+            sync(device)
             with sync_counter(device) as s_fwd:
                 dev_layer(x)
-                sync(device)
+            sync(device)
             lengths = torch.full((B,), T, dtype=torch.long, device=device)
             lengths[0] = max(1, T // 2)
             with sync_counter(device) as s_len:
                 dev_layer(x, lengths=lengths)
-                sync(device)
+            sync(device)
             _, state = dev_layer(x[:, : max(1, T // 4)])
+            sync(device)
             with sync_counter(device) as s_dec:
                 dev_layer.step(x[:, :1], state)
-                sync(device)
+            sync(device)
         sync_row["sync_fwd"] = s_fwd["n"]
         sync_row["sync_lengths"] = s_len["n"]
         sync_row["sync_decode"] = s_dec["n"]
         sync_row["sync_where"] = sorted({*s_fwd["where"], *s_len["where"], *s_dec["where"]})
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         sync_row.setdefault("error", f"sync check: {short(exc)}")
     return rows
 
@@ -400,13 +407,9 @@ def time_layer(name, device, shape, repeat, bf16: bool, tokens: int):
         x = torch.randn(B, T, D, device=device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            row["fwd_bwd_ms"], row["runs"] = median_ms(
-                fwd_bwd_fn(layer, x, False), device, repeat
-            )
+            row["fwd_bwd_ms"], row["runs"] = median_ms(fwd_bwd_fn(layer, x, False), device, repeat)
             if bf16:
-                row["fwd_bwd_bf16_ms"], _ = median_ms(
-                    fwd_bwd_fn(layer, x, True), device, repeat
-                )
+                row["fwd_bwd_bf16_ms"], _ = median_ms(fwd_bwd_fn(layer, x, True), device, repeat)
             info = getattr(layer, "newton_info", None)
             if isinstance(info, list):
                 info = next((i for i in info if i is not None), None)
@@ -416,7 +419,7 @@ def time_layer(name, device, shape, repeat, bf16: bool, tokens: int):
                 row["newton_fell_back"] = info.fell_back
             row["decode_ms_per_token"] = decode_ms(layer, x, device, tokens)
         row["warnings"] = sorted({str(w.message).splitlines()[0][:160] for w in caught})[:3]
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         row["error"] = short(exc)
     finally:
         with contextlib.suppress(Exception):
@@ -429,12 +432,12 @@ def compare(name, rnnx_fn, base_name, base_fn, device, repeat, target=None, note
     row: dict[str, Any] = {"comparison": name, "baseline": base_name, "note": note}
     try:
         row["rnnx_ms"], _ = median_ms(rnnx_fn(), device, repeat)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         row["error"] = f"rnnx: {short(exc)}"
         return row
     try:
         row["baseline_ms"], _ = median_ms(base_fn(), device, repeat)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         row["error"] = f"baseline: {short(exc)}"
         return row
     row["ratio"] = row["rnnx_ms"] / row["baseline_ms"]
@@ -457,12 +460,15 @@ def comparisons(device, shape, repeat, quick: bool) -> list[dict[str, Any]]:
             ours = layers.get(rname).from_torch(ref)
             rows.append(
                 compare(
-                    f"{rname} (backend {ours.resolved_backend(device)}) vs torch.nn.{tcls.__name__}",
+                    f"{rname} ({ours.resolved_backend(device)}) vs torch.nn.{tcls.__name__}",
                     lambda ours=ours: fwd_bwd_fn(ours, x, False),
                     f"torch.nn.{tcls.__name__}",
                     lambda ref=ref: fwd_bwd_fn(ref, x, False),
-                    device, repeat, target=1.2, note="fwd+bwd float32",
-                )  # fmt: skip
+                    device,
+                    repeat,
+                    target=1.2,
+                    note="fwd+bwd float32",
+                )
             )
             if not quick:
                 rows.append(
@@ -471,11 +477,12 @@ def comparisons(device, shape, repeat, quick: bool) -> list[dict[str, Any]]:
                         lambda ours=ours: fwd_bwd_fn(ours, x, True),
                         f"torch.nn.{tcls.__name__}",
                         lambda ref=ref: fwd_bwd_fn(ref, x, True),
-                        device, repeat,
-                        note="rnnx keeps the recurrence in float32 under autocast; torch.nn runs bf16",
-                    )  # fmt: skip
+                        device,
+                        repeat,
+                        note="rnnx runs the recurrence in float32 under autocast, torch.nn bf16",
+                    )
                 )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             rows.append({"comparison": f"{rname} vs torch.nn", "error": short(exc)})
     # Newton against the sequential loop, same layer
     for name, seq_mode, target in (("paragru", "sequential", 1.0), ("slstm", "sequential", None)):
@@ -487,16 +494,21 @@ def comparisons(device, shape, repeat, quick: bool) -> list[dict[str, Any]]:
             seq = copy.deepcopy(newton)
             seq.mode = seq_mode
             row = compare(
-                f"{name} newton vs {seq_mode}", lambda n=newton: fwd_bwd_fn(n, x, False),
-                f"{name} {seq_mode}", lambda s=seq: fwd_bwd_fn(s, x, False),
-                device, max(1, repeat // 2), target=target, note=f"T={T}, fwd+bwd",
-            )  # fmt: skip
+                f"{name} newton vs {seq_mode}",
+                lambda n=newton: fwd_bwd_fn(n, x, False),
+                f"{name} {seq_mode}",
+                lambda s=seq: fwd_bwd_fn(s, x, False),
+                device,
+                max(1, repeat // 2),
+                target=target,
+                note=f"T={T}, fwd+bwd",
+            )
             info = newton.newton_info
             info = info[0] if isinstance(info, list) and info else info
             if info is not None:
                 row["newton_iters"] = info.iterations
             rows.append(row)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             rows.append({"comparison": f"{name} newton", "error": short(exc)})
     # Mamba's chunk mode against Mamba-2's SSD at the same state size
     for n_state in (16,) if quick else (16, 64):
@@ -507,10 +519,14 @@ def comparisons(device, shape, repeat, quick: bool) -> list[dict[str, Any]]:
             rows.append(
                 compare(
                     f"mamba chunk vs mamba2 (d_state {n_state})",
-                    lambda m=m1: fwd_bwd_fn(m, x, False), f"mamba2 {m2.mode}",
-                    lambda m=m2: fwd_bwd_fn(m, x, False), device, repeat, target=1.0,
+                    lambda m=m1: fwd_bwd_fn(m, x, False),
+                    f"mamba2 {m2.mode}",
+                    lambda m=m2: fwd_bwd_fn(m, x, False),
+                    device,
+                    repeat,
+                    target=1.0,
                     note="same d_model, expand 2 and d_state; fwd+bwd",
-                )  # fmt: skip
+                )
             )
             if not quick:
                 m1s = copy.deepcopy(m1)
@@ -518,11 +534,14 @@ def comparisons(device, shape, repeat, quick: bool) -> list[dict[str, Any]]:
                 rows.append(
                     compare(
                         f"mamba chunk vs mamba scan (d_state {n_state})",
-                        lambda m=m1: fwd_bwd_fn(m, x, False), "mamba scan",
-                        lambda m=m1s: fwd_bwd_fn(m, x, False), device, max(1, repeat // 2),
-                    )  # fmt: skip
+                        lambda m=m1: fwd_bwd_fn(m, x, False),
+                        "mamba scan",
+                        lambda m=m1s: fwd_bwd_fn(m, x, False),
+                        device,
+                        max(1, repeat // 2),
+                    )
                 )
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             rows.append({"comparison": f"mamba chunk vs mamba2 ({n_state})", "error": short(exc)})
     return rows
 
@@ -563,19 +582,29 @@ def peers(device, shape, repeat) -> list[dict[str, Any]]:
         from fla.ops.delta_rule import chunk_delta_rule
         from fla.ops.gla import chunk_gla
 
-        rows.append(compare(
-            "gla op vs fla chunk_gla", lambda: grads_fn(lambda a, b, c, d: gla(a, b, c, d), q, k, v, gate),
-            "fla chunk_gla", lambda: grads_fn(lambda a, b, c, d: chunk_gla(a, b, c, d), q, k, v, gate),
-            device, repeat, note=f"B{B} T{T} H{H} K=V={K}",
-        ))  # fmt: skip
-        rows.append(compare(
-            "delta_rule op vs fla chunk_delta_rule",
-            lambda: grads_fn(lambda a, b, c, d: delta_rule(a, b, c, d), q, k, v, beta),
-            "fla chunk_delta_rule",
-            lambda: grads_fn(lambda a, b, c, d: chunk_delta_rule(a, b, c, d), q, k, v, beta),
-            device, repeat, note=f"B{B} T{T} H{H} K=V={K}",
-        ))  # fmt: skip
-    except Exception as exc:  # noqa: BLE001
+        rows.append(
+            compare(
+                "gla op vs fla chunk_gla",
+                lambda: grads_fn(lambda a, b, c, d: gla(a, b, c, d), q, k, v, gate),
+                "fla chunk_gla",
+                lambda: grads_fn(lambda a, b, c, d: chunk_gla(a, b, c, d), q, k, v, gate),
+                device,
+                repeat,
+                note=f"B{B} T{T} H{H} K=V={K}",
+            )
+        )
+        rows.append(
+            compare(
+                "delta_rule op vs fla chunk_delta_rule",
+                lambda: grads_fn(lambda a, b, c, d: delta_rule(a, b, c, d), q, k, v, beta),
+                "fla chunk_delta_rule",
+                lambda: grads_fn(lambda a, b, c, d: chunk_delta_rule(a, b, c, d), q, k, v, beta),
+                device,
+                repeat,
+                note=f"B{B} T{T} H{H} K=V={K}",
+            )
+        )
+    except Exception as exc:
         rows.append({"comparison": "fla", "skipped": short(exc)})
     E, N = 2 * D, 16
     u = torch.randn(B, T, E, device=device)
@@ -585,17 +614,39 @@ def peers(device, shape, repeat) -> list[dict[str, Any]]:
     try:
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-        rows.append(compare(
-            "selective_scan_chunk vs mamba-ssm selective_scan_fn",
-            lambda: grads_fn(lambda a, b, c, d, e: selective_scan_chunk(
-                a, b, c, d, e, delta_softplus=True), u, delta, A, Bm, Cm),
-            "mamba-ssm selective_scan_fn (CUDA)",
-            lambda: grads_fn(lambda a, b, c, d, e: selective_scan_fn(
-                a.transpose(1, 2), b.transpose(1, 2), c, d.transpose(1, 2), e.transpose(1, 2),
-                delta_softplus=True), u, delta, A, Bm, Cm),
-            device, repeat, note=f"B{B} T{T} D{E} N{N}",
-        ))  # fmt: skip
-    except Exception as exc:  # noqa: BLE001
+        rows.append(
+            compare(
+                "selective_scan_chunk vs mamba-ssm selective_scan_fn",
+                lambda: grads_fn(
+                    lambda a, b, c, d, e: selective_scan_chunk(a, b, c, d, e, delta_softplus=True),
+                    u,
+                    delta,
+                    A,
+                    Bm,
+                    Cm,
+                ),
+                "mamba-ssm selective_scan_fn (CUDA)",
+                lambda: grads_fn(
+                    lambda a, b, c, d, e: selective_scan_fn(
+                        a.transpose(1, 2),
+                        b.transpose(1, 2),
+                        c,
+                        d.transpose(1, 2),
+                        e.transpose(1, 2),
+                        delta_softplus=True,
+                    ),
+                    u,
+                    delta,
+                    A,
+                    Bm,
+                    Cm,
+                ),
+                device,
+                repeat,
+                note=f"B{B} T{T} D{E} N{N}",
+            )
+        )
+    except Exception as exc:
         rows.append({"comparison": "mamba-ssm selective_scan_fn", "skipped": short(exc)})
     P = 64
     Hs = E // P
@@ -606,16 +657,29 @@ def peers(device, shape, repeat) -> list[dict[str, Any]]:
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
 
         Bg, Cg = Bm.unsqueeze(2), Cm.unsqueeze(2)
-        rows.append(compare(
-            "ssd op vs mamba-ssm mamba_chunk_scan_combined",
-            lambda: grads_fn(lambda a, b, c, d, e: ssd(a, b, c, d, e, dt_softplus=True),
-                             xs, dts, As, Bg, Cg),
-            "mamba-ssm mamba_chunk_scan_combined (Triton)",
-            lambda: grads_fn(lambda a, b, c, d, e: mamba_chunk_scan_combined(
-                a, b, c, d, e, chunk_size=64, dt_softplus=True), xs, dts, As, Bg, Cg),
-            device, repeat, note=f"B{B} T{T} H{Hs} P{P} N{N}",
-        ))  # fmt: skip
-    except Exception as exc:  # noqa: BLE001
+        rows.append(
+            compare(
+                "ssd op vs mamba-ssm mamba_chunk_scan_combined",
+                lambda: grads_fn(
+                    lambda a, b, c, d, e: ssd(a, b, c, d, e, dt_softplus=True), xs, dts, As, Bg, Cg
+                ),
+                "mamba-ssm mamba_chunk_scan_combined (Triton)",
+                lambda: grads_fn(
+                    lambda a, b, c, d, e: mamba_chunk_scan_combined(
+                        a, b, c, d, e, chunk_size=64, dt_softplus=True
+                    ),
+                    xs,
+                    dts,
+                    As,
+                    Bg,
+                    Cg,
+                ),
+                device,
+                repeat,
+                note=f"B{B} T{T} H{Hs} P{P} N{N}",
+            )
+        )
+    except Exception as exc:
         rows.append({"comparison": "mamba-ssm mamba_chunk_scan_combined", "skipped": short(exc)})
     return rows
 
@@ -626,15 +690,34 @@ def peers(device, shape, repeat) -> list[dict[str, Any]]:
 def train_smoke(device: torch.device, timeout: int) -> dict[str, Any]:
     try:
         import lightning  # noqa: F401
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return {"status": "skipped", "reason": f"Lightning not importable ({short(exc)})"}
     out_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"rnnx-gpu-check-{os.getpid()}"
     cmd = [
-        sys.executable, "-m", "rnnx.cli", "train", "--accelerator", device.type,
-        "--model", "paragru", "--task", "parity", "--d-model", "32", "--n-layers", "2",
-        "--max-steps", "5", "--batch-size", "16", "--limit-batches", "5",
-        "--no-progress", "--out-dir", str(out_dir),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "rnnx.cli",
+        "train",
+        "--accelerator",
+        device.type,
+        "--model",
+        "paragru",
+        "--task",
+        "parity",
+        "--d-model",
+        "32",
+        "--n-layers",
+        "2",
+        "--max-steps",
+        "5",
+        "--batch-size",
+        "16",
+        "--limit-batches",
+        "5",
+        "--no-progress",
+        "--out-dir",
+        str(out_dir),
+    ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     t0 = time.time()
@@ -678,8 +761,10 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        say(f"gpu_check: --device {args.device} but torch {torch.__version__} sees no GPU; "
-            "use --device cpu for a dry run")  # fmt: skip
+        say(
+            f"gpu_check: --device {args.device} but torch {torch.__version__} sees no GPU; "
+            "use --device cpu for a dry run"
+        )
         return 2
     cpu_dry = device.type == "cpu"
     shape = parse_shape(args.shape) if args.shape else ((2, 128, 32) if cpu_dry else (8, 2048, 256))
@@ -707,27 +792,48 @@ def main(argv: list[str] | None = None) -> int:
         return False
 
     # 1. correctness
-    say(f"\n== correctness: {device} vs cpu, B,T,D = {check_shape} "
-        f"({'default modes' if args.quick else 'every mode'})")  # fmt: skip
+    say(
+        f"\n== correctness: {device} vs cpu, B,T,D = {check_shape} "
+        f"({'default modes' if args.quick else 'every mode'})"
+    )
     tol32, tol16 = 2e-3, 5e-2
     rows: list[dict[str, Any]] = []
+    # float32 means float32 here: no TF32 in cuDNN or matrix products while checking
+    tf32 = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     for name in names:
         t0 = time.time()
         try:
             got = check_layer(name, device, check_shape, args.quick, tol32, tol16)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             got = [{"layer": name, "error": short(exc)}]
         for r in got:
             r["seconds"] = round(time.time() - t0, 1)
         rows += got
         report.section("correctness", rows)
         r = got[0]
-        say(f"  {name:16s} {r.get('mode', '?'):10s} y {fmt(r.get('y_rel'))} "
+        say(
+            f"  {name:16s} {r.get('mode', '?'):10s} y {fmt(r.get('y_rel'))} "
             f"grad {fmt(r.get('grad_rel'))} bf16 {fmt(r.get('bf16_y_rel'))} "
             f"sync {r.get('sync_fwd')}/{r.get('sync_lengths')}/{r.get('sync_decode')}"
-            + (f"  ERROR {r['error']}" if "error" in r else ""))  # fmt: skip
-    cols = ["layer", "mode", "backend", "y_rel", "state_rel", "grad_rel", "ok32",
-            "bf16_y_rel", "bf16_grad_rel", "ok16", "sync_fwd", "sync_lengths", "sync_decode"]  # fmt: skip
+            + (f"  ERROR {r['error']}" if "error" in r else "")
+        )
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+    cols = [
+        "layer",
+        "mode",
+        "backend",
+        "y_rel",
+        "state_rel",
+        "grad_rel",
+        "ok32",
+        "bf16_y_rel",
+        "bf16_grad_rel",
+        "ok16",
+        "sync_fwd",
+        "sync_lengths",
+        "sync_decode",
+    ]
     table(rows, cols)
 
     # 2. timing
@@ -740,11 +846,20 @@ def main(argv: list[str] | None = None) -> int:
             r = time_layer(name, device, shape, repeat, bf16=not args.quick, tokens=tokens)
             timing.append(r)
             report.section("timing", timing)
-            say(f"  {name:16s} {r.get('mode', '?'):10s} {fmt(r.get('fwd_bwd_ms'))} ms, decode "
+            say(
+                f"  {name:16s} {r.get('mode', '?'):10s} {fmt(r.get('fwd_bwd_ms'))} ms, decode "
                 f"{fmt(r.get('decode_ms_per_token'))} ms/token"
-                + (f"  ERROR {r['error']}" if "error" in r else ""))  # fmt: skip
-        cols = ["layer", "mode", "backend", "fwd_bwd_ms", "fwd_bwd_bf16_ms",
-                "decode_ms_per_token", "newton_iters"]  # fmt: skip
+                + (f"  ERROR {r['error']}" if "error" in r else "")
+            )
+        cols = [
+            "layer",
+            "mode",
+            "backend",
+            "fwd_bwd_ms",
+            "fwd_bwd_bf16_ms",
+            "decode_ms_per_token",
+            "newton_iters",
+        ]
         table(timing, cols)
 
     # 3. comparisons and peers
@@ -753,8 +868,19 @@ def main(argv: list[str] | None = None) -> int:
         say(f"\n== comparisons (B,T,D = {shape})")
         comp = comparisons(device, shape, repeat, args.quick)
         report.section("comparisons", comp)
-        table(comp, ["comparison", "rnnx_ms", "baseline_ms", "ratio", "target", "met",
-                     "newton_iters", "error"])  # fmt: skip
+        table(
+            comp,
+            [
+                "comparison",
+                "rnnx_ms",
+                "baseline_ms",
+                "ratio",
+                "target",
+                "met",
+                "newton_iters",
+                "error",
+            ],
+        )
     if not over_budget("peers"):
         say("\n== peers (flash-linear-attention, mamba-ssm)")
         pr = peers(device, shape, repeat)

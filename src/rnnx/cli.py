@@ -38,6 +38,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name in layers.names():
             cls = layers.get(name)
             modes = ", ".join(m + ("*" if m == cls.default_mode else "") for m in cls.modes)
+            if cls.auto_modes:  # mode "auto": the default, resolved per device
+                modes += " (" + ", ".join(f"{d}: {m}" for d, m in cls.auto_modes.items()) + ")"
             ct = "yes" if cls.continuous_time else ""
             rows.append((name, cls.__name__, cls.family, modes, ct, cls.paper))
         _table(rows, ("name", "class", "family", "modes (* default)", "continuous-time", "paper"))

@@ -184,11 +184,18 @@ class ClassicRNN(RecurrentLayer):
         dtype = dtype if dtype is not None else self.state_dtype()
         if self.backend != "auto":
             return self.backend
-        if device.type == "cuda" and self.cudnn_supported():
+        if self._uses_cudnn(device):
             return "cudnn"
         if device.type == "cpu" and dtype in (torch.float32, torch.float64):
             return "native" if native_rnn_available() else "reference"
         return "reference"
+
+    def _uses_cudnn(self, device: torch.device) -> bool:
+        """Whether :meth:`forward` runs the ``"cudnn"`` backend on ``device`` (the part of
+        :meth:`resolved_backend` that the forward pass asks, with no kernel lookup)."""
+        if self.backend == "auto":
+            return device.type == "cuda" and self.cudnn_supported()
+        return self.backend == "cudnn"
 
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
@@ -425,7 +432,7 @@ class ClassicRNN(RecurrentLayer):
         H, D, G = self.hidden_size, self.num_directions, self.num_gates
         states = (state,) if isinstance(state, Tensor) else tuple(state)
         states = tuple(s.to(cd) for s in states)
-        if mode == self.reference_mode and self.resolved_backend(x.device, cd) == "cudnn":
+        if mode == self.reference_mode and self._uses_cudnn(x.device):
             return self._forward_cudnn(x, states, lengths, cd)
         # Batch-major activations, as the caller gives them: the input projection is then
         # one GEMM over contiguous rows (a time-major projection of a batch-first x costs

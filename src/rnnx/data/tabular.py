@@ -8,10 +8,10 @@ The file is a table with one row per time step. Columns:
   Rows are sorted by it; duplicate times are an error. Its median spacing is the
   frequency, from which the seasons of the seasonal-naive baseline are inferred
   (sub-daily: a day and a week; daily: 7; weekly: 52; monthly: 12; quarterly: 4).
-* **targets** (``target=COL`` or ``target=[A, B]``; default: every other numeric column
-  for forecasting, the last one for regression);
-* **covariates** (``covariates=[C, D]``; inputs only; default: none for forecasting,
-  every other numeric column for regression).
+* **targets** (``target=COL`` or ``target=[A, B]``; default: every column that is not
+  a covariate for forecasting, the last one for regression);
+* **covariates** (``covariates=[C, D]``; inputs only; default: the columns that are not
+  targets when targets are named, else none).
 
 So a two-column file ``time,value`` needs no argument at all.
 
@@ -272,8 +272,11 @@ def csv(
                     f"(columns: {', '.join(columns)})"
                 )
     if problem == "forecast":
-        covs = covs or []
-        targets = targets or [c for c in columns if c not in covs]
+        if targets is None:
+            covs = covs or []
+            targets = [c for c in columns if c not in covs]
+        elif covs is None:
+            covs = [c for c in columns if c not in targets]
     else:
         targets = targets or [columns[-1]]
         covs = covs if covs is not None else [c for c in columns if c not in targets]

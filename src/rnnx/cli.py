@@ -197,10 +197,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def _need_lightning(command: str) -> None:
-    try:
-        import lightning  # noqa: F401
-    except ImportError:
-        raise ImportError(f"rnnx {command} needs Lightning: pip install 'rnnx[train]'") from None
+    import importlib.util
+
+    if importlib.util.find_spec("lightning") is None:  # not imported: it takes seconds
+        raise ImportError(f"rnnx {command} needs Lightning: pip install 'rnnx[train]'")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

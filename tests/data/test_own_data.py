@@ -58,7 +58,7 @@ def test_text_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         get_task(f"text:{tmp_path / 'nope.txt'}")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no .txt files"):
+    with pytest.raises(ValueError, match=r"holds no \.txt files"):
         get_task(f"text:{tmp_path / 'empty'}")
     short = tmp_path / "short.txt"
     short.write_text("abc" * 20)
@@ -68,7 +68,7 @@ def test_text_errors(tmp_path):
         get_task(f"text:{short}")
     binary = tmp_path / "bin.txt"
     binary.write_bytes(b"\xff\xfe" * 100)
-    with pytest.raises(ValueError, match="not utf-8 text .*vocab=bytes"):
+    with pytest.raises(ValueError, match=r"not utf-8 text .*vocab=bytes"):
         get_task(f"text:{binary}")
     with pytest.raises(ValueError, match="character\\(s\\) not in the model's vocabulary"):
         get_task(f"text:{short}", seq_len=4, chars="ab")
@@ -227,7 +227,7 @@ def test_npz_predefined_splits_and_errors(tmp_path):
     with pytest.raises(ValueError, match="lengths: expected values in \\[1, 6\\]"):
         get_task(f"npz:{tmp_path / 'len.npz'}")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a readable .npz file"):
+    with pytest.raises(ValueError, match=r"not a readable \.npz file"):
         get_task(f"npz:{tmp_path / 'junk.npz'}")
 
 

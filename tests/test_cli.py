@@ -24,9 +24,13 @@ def test_list_shows_every_layer_with_modes(capsys):
     assert "conv*" in out  # the default mode is marked
 
 
-def test_bench_scan_quick_writes_json(tmp_path, capsys):
-    out = tmp_path / "scan.json"
-    assert main(["bench", "scan", "--quick", "--repeat", "1", "--out", str(out)]) == 0
+def test_bench_scan_quick_writes_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RNNX_BENCH_DIR", str(tmp_path / "default"))
+    from rnnx.cli import bench_results_dir
+
+    assert bench_results_dir() == tmp_path / "default"  # never the source tree
+    assert main(["bench", "scan", "--quick", "--repeat", "1", "--results-dir", str(tmp_path)]) == 0
+    out = tmp_path / "scan-quick.json"
     payload = json.loads(out.read_text())
     assert {r["case"] for r in payload["rows"]} == {"real", "complex", "block2"}
     for row in payload["rows"]:
@@ -154,6 +158,11 @@ def test_data_status(capsys):
     assert main(["data", "fetch", "nope"]) == 2
     assert main(["data", "fetch", "aoen"]) == 2
     assert "did you mean 'aeon'" in capsys.readouterr().err
+
+
+def test_bench_out_names_one_file(capsys):
+    assert main(["bench", "ops", "--out", "x.json"]) == 2
+    assert "--out: names one file" in capsys.readouterr().err
 
 
 def test_bench_groups():

@@ -316,10 +316,17 @@ def bench_groups() -> dict[str, list[str]]:
 
 
 def bench_results_dir() -> Path:
-    """Where ``rnnx bench`` writes its JSON by default: ``$RNNX_BENCH_DIR`` or
-    ``~/.cache/rnnx/bench`` (never the source tree)."""
+    """Where ``rnnx bench`` writes its JSON by default: ``$RNNX_BENCH_DIR``, else
+    ``bench/`` in rnnx's cache (``$RNNX_CACHE_DIR``, ``$XDG_CACHE_HOME/rnnx`` or
+    ``~/.cache/rnnx``, as for the native kernels); never the source tree."""
     env = os.environ.get("RNNX_BENCH_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "rnnx" / "bench"
+    if env:
+        return Path(env)
+    root = os.environ.get("RNNX_CACHE_DIR")
+    if root:
+        return Path(root) / "bench"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "rnnx" / "bench"
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -543,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--results-dir",
             default=None,
             help="directory of the JSON results, one <name>.json per benchmark "
-            "(default $RNNX_BENCH_DIR or ~/.cache/rnnx/bench)",
+            "(default $RNNX_BENCH_DIR, else ~/.cache/rnnx/bench)",
         )
         bp.add_argument("--out", default=None, help="JSON results file (one benchmark only)")
     p_bench.set_defaults(func=_cmd_bench)

@@ -16,6 +16,7 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -69,6 +70,7 @@ _RENAMED = {("model", "layer"): "--model", ("task", "name"): "--task"}
 _PAIR_FLAGS = {("model", "layer_kwargs"): "--layer-arg", ("task", "kwargs"): "--task-arg"}
 
 
+@functools.cache
 def config_flags() -> dict[str, tuple[str, str, type, str]]:
     """``flag -> (section, key, scalar type, help)``, derived from the config dataclasses
     (:mod:`rnnx.train.config`): every scalar field of ``ModelConfig``, ``TaskConfig`` and
@@ -78,7 +80,7 @@ def config_flags() -> dict[str, tuple[str, str, type, str]]:
     import typing
     from dataclasses import fields
 
-    from rnnx.train.config import ModelConfig, TaskConfig, TrainConfig, field_docs
+    from rnnx.train.config import LIMITS, ModelConfig, TaskConfig, TrainConfig, field_docs
 
     out: dict[str, tuple[str, str, type, str]] = {}
     for section, cls in (("model", ModelConfig), ("task", TaskConfig), ("train", TrainConfig)):
@@ -93,7 +95,10 @@ def config_flags() -> dict[str, tuple[str, str, type, str]]:
             flag = _RENAMED.get((section, f.name), "--" + f.name.replace("_", "-"))
             if flag in out or flag in ("--config", "--out-dir", "--resume", "--overwrite"):
                 raise RuntimeError(f"config field {section}.{f.name}: the flag {flag} is taken")
-            doc = docs.get(f.name, "").split(". ")[0].rstrip(".")
+            doc = docs.get(f.name, "").split(". ")[0].rstrip(".").replace("``", "")
+            rule = LIMITS.get((section, f.name))
+            if rule is not None:
+                doc += f" ({rule.describe()})"
             out[flag] = (section, f.name, tp, doc)
     return out
 

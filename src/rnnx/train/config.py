@@ -89,7 +89,10 @@ class TaskConfig:
     """Which task, and its keyword arguments (see ``rnnx list tasks``)."""
 
     name: str = "digits"
+    """Registered task (``rnnx list tasks``), or your own data: ``text:FILE``,
+    ``csv:FILE``, ``npz:FILE``, ``ts:PATH``."""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the task."""
 
 
 @dataclass

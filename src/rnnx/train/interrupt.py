@@ -8,8 +8,10 @@ raises :class:`~rnnx.train.errors.RunInterrupted`, whose message is the ``--resu
 command. A checkpoint taken there is exactly one a periodic save would have written,
 so the resumed run continues as if never stopped. A second Ctrl-C raises
 ``KeyboardInterrupt`` at once (Lightning then stops the run; the last periodic
-checkpoint stays and the message says so). Interrupts during validation or the test
-wait for the next training step or end the run at once, respectively.
+checkpoint stays and the message says so). A Ctrl-C during validation waits for the
+next training step (or the epoch's end); one before training starts or during the final
+test stops at once (after training, the end-of-training checkpoint holds the run:
+resuming it runs the test).
 """
 
 from __future__ import annotations
@@ -27,17 +29,20 @@ from rnnx.train.errors import RunInterrupted
 
 
 class GracefulInterrupt(L.Callback):
-    """The first Ctrl-C stops after the current step, with a checkpoint (module docstring)."""
+    """The first Ctrl-C stops after the current step, with a checkpoint (module docstring).
+
+    The handler is installed by :meth:`installed` around ``fit`` and ``test``."""
 
     def __init__(self, ckpt: str | Path, run_dir: str | Path, *, enabled: bool = True) -> None:
         self.ckpt, self.run_dir, self.enabled = Path(ckpt), Path(run_dir), enabled
         self.requested = False
         self.hard = False
+        self.training = False
         self.saved_step: int | None = None
 
     def _handler(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+        if self.requested or not self.training:
+            raise KeyboardInterrupt  # a second press, or no training step to finish
         self.requested = True
         print(
             "\nrnnx: interrupt: finishing this step and saving a checkpoint "
@@ -75,6 +80,12 @@ class GracefulInterrupt(L.Callback):
                 f"continue with: rnnx train --resume {self.run_dir}"
             )
         return f"interrupted: {how}, before the first checkpoint; nothing to resume"
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.training = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.training = False
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.saved_step = int(trainer.global_step)

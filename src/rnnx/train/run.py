@@ -27,6 +27,7 @@ is split across the processes (see :mod:`rnnx.train.sampler`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -35,7 +36,7 @@ import re
 import shutil
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,12 +201,7 @@ def train(
         torch.set_num_threads(t.threads)
     rank, world = _world()
     say = print if (verbose and rank == 0) else (lambda *a, **k: None)
-    if resume:
-        if out_dir is None:
-            raise ValueError("--resume: expected the run directory to continue")
-        check_resumable(out_dir)
-    elif out_dir is not None and rank == 0:
-        check_out_dir(out_dir, overwrite=overwrite)
+    check_run_dir(out_dir, resume=resume, overwrite=overwrite, rank=rank)
 
     task, model = build_task_and_model(cfg)
     module = TaskModule(model, task.kind, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup)
@@ -214,66 +210,58 @@ def train(
     out = Path(out_dir) if out_dir is not None else default_run_dir(task.name, cfg, world)
     ckpt = out / "checkpoints" / "last.safetensors"
     spec = model_spec(cfg, task, model)
+
+    logs = out / "logs"
+    attempt = len(list(logs.glob("version_*"))) if resume and logs.exists() else 0
     precision = resolve_precision(t.precision)
     n_params = sum(p.numel() for p in model.parameters())
     mode = model.backbone.blocks[0].mixer.mode
-    run_state = RunState(sampler, ckpt, t.checkpoint_every)
-    interrupt = GracefulInterrupt(ckpt, out, enabled=world == 1)
-    fresh = rank == 0 and not resume and prepare_run_dir(out, overwrite=overwrite)
-    try:
-        logs = out / "logs"
-        attempt = len(list(logs.glob("version_*"))) if logs.exists() else 0
-        if rank == 0:
-            atomic_write_text(out / "config.json", json.dumps(spec, indent=2) + "\n")
-            write_status(out, "running", attempt=attempt + 1)
-        say(
-            f"rnnx train: {cfg.model.layer} ({n_params:,} parameters, mode {mode}, "
-            f"precision {precision}{f', {world} processes' if world > 1 else ''}) on "
-            f"{task.summary()}; run directory {out}" + (f"; resuming from {ckpt}" if resume else "")
-        )
-        inferred = task.info.get("inferred")
-        if inferred:
-            say("inferred from the data: " + describe_inferred(inferred))
+    say(
+        f"rnnx train: {cfg.model.layer} ({n_params:,} parameters, mode {mode}, "
+        f"precision {precision}{f', {world} processes' if world > 1 else ''}) on "
+        f"{task.summary()}; run directory {out}" + (f"; resuming from {ckpt}" if resume else "")
+    )
+    inferred = task.info.get("inferred")
+    if inferred:
+        say("inferred from the data: " + describe_inferred(inferred))
 
-        limit = t.limit_batches if t.limit_batches <= 1 else int(t.limit_batches)
-        strategy: Any = "auto"
-        if world > 1:
-            from lightning.pytorch.strategies import DDPStrategy
+    stop = GracefulInterrupt(ckpt, out, enabled=world == 1)
+    limit = t.limit_batches if t.limit_batches <= 1 else int(t.limit_batches)
+    strategy: Any = "auto"
+    if world > 1:
+        from lightning.pytorch.strategies import DDPStrategy
 
-            strategy = DDPStrategy(process_group_backend="gloo")
-        trainer = L.Trainer(
-            max_epochs=t.epochs,
-            max_steps=t.max_steps,
-            accelerator="cpu",
-            devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-            num_nodes=max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", 1))),
-            strategy=strategy,
-            precision=precision,
-            gradient_clip_val=t.grad_clip or None,
-            logger=[
-                CSVLogger(str(out), name="logs", version=attempt),
-                TensorBoardLogger(str(logs), name="tb", version=attempt),
-            ],
-            callbacks=[run_state, *callbacks, interrupt],
-            plugins=[SafetensorsCheckpointIO()],
-            enable_checkpointing=False,
-            enable_model_summary=False,
-            enable_progress_bar=progress,
-            use_distributed_sampler=False,
-            limit_train_batches=limit,
-            limit_val_batches=limit,
-            limit_test_batches=limit,
-            val_check_interval=t.val_every or None,
-            log_every_n_steps=t.log_every,
-            default_root_dir=str(out),
-        )
-        with interrupt.installed():
-            trainer.fit(module, train_dl, val_dl, ckpt_path=str(ckpt) if resume else None)
-            train_s = run_state.train_seconds
-            trainer.test(module, test_dl, verbose=False)
-    except BaseException as exc:
-        after_failure(out, ckpt, exc, fresh=fresh, rank=rank, say=say)
-        raise
+        strategy = DDPStrategy(process_group_backend="gloo")
+    trainer = L.Trainer(
+        max_epochs=t.epochs,
+        max_steps=t.max_steps,
+        accelerator="cpu",
+        devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
+        num_nodes=max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", 1))),
+        strategy=strategy,
+        precision=precision,
+        gradient_clip_val=t.grad_clip or None,
+        logger=[
+            CSVLogger(str(out), name="logs", version=attempt),
+            TensorBoardLogger(str(logs), name="tb", version=attempt),
+        ],
+        callbacks=[run_state := RunState(sampler, ckpt, t.checkpoint_every), *callbacks, stop],
+        plugins=[SafetensorsCheckpointIO()],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        use_distributed_sampler=False,
+        limit_train_batches=limit,
+        limit_val_batches=limit,
+        limit_test_batches=limit,
+        val_check_interval=t.val_every or None,
+        log_every_n_steps=t.log_every,
+        default_root_dir=str(out),
+    )
+    with guarded_run(out, spec, stop, resume=resume, overwrite=overwrite, rank=rank, say=say):
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(ckpt) if resume else None)
+        train_s = run_state.train_seconds
+        trainer.test(module, test_dl, verbose=False)
     metrics = module.test_metrics
     metric, higher = MAIN_METRIC[task.kind]
 
@@ -386,6 +374,41 @@ def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> None:
             f"pass --overwrite to replace it, continue it with `rnnx train --resume {out}`, "
             "or choose another --out-dir"
         )
+
+
+def check_run_dir(
+    out_dir: str | Path | None, *, resume: bool, overwrite: bool, rank: int = 0
+) -> None:
+    """Refuse a run directory before any data are read: a resumed run needs a whole
+    checkpoint, a new one a directory that holds no run (unless ``overwrite``)."""
+    if resume:
+        if out_dir is None:
+            raise ValueError("--resume: expected the run directory to continue")
+        check_resumable(out_dir)
+    elif out_dir is not None and rank == 0:
+        check_out_dir(out_dir, overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def guarded_run(
+    out: Path, spec: dict[str, Any], stop, *, resume: bool, overwrite: bool, rank: int, say
+) -> Iterator[None]:
+    """The run directory around training: create it (emptied with ``overwrite``; kept on
+    resume), write ``config.json`` and ``status.json``, hand Ctrl-C to ``stop`` (a
+    :class:`~rnnx.train.interrupt.GracefulInterrupt`), and if the block fails, remove the
+    directory or mark it (:func:`after_failure`)."""
+    from rnnx.train.checkpoint import atomic_write_text
+
+    fresh = rank == 0 and not resume and prepare_run_dir(out, overwrite=overwrite)
+    try:
+        if rank == 0:
+            atomic_write_text(out / "config.json", json.dumps(spec, indent=2) + "\n")
+            write_status(out, "running")
+        with stop.installed():
+            yield
+    except BaseException as exc:
+        after_failure(out, stop.ckpt, exc, fresh=fresh, rank=rank, say=say)
+        raise
 
 
 def prepare_run_dir(out: Path, *, overwrite: bool = False) -> bool:

@@ -187,3 +187,12 @@ def test_no_traceback_from_a_real_process(tmp_path):
         assert out.returncode == 2, out.stderr
         assert "Traceback" not in out.stderr and expected in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_unknown_set_name_suggests_ignoring_case(capsys):
+    from rnnx.data import _sources
+
+    if not _sources.available("aeon"):
+        pytest.skip("aeon wheel not fetched: rnnx data fetch aeon")
+    line = one_error(capsys, ["train", "--task", "aeon:japanesevowels", "--max-steps", "1"])
+    assert "no classification set 'japanesevowels'; did you mean 'JapaneseVowels'" in line

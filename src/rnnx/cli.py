@@ -578,7 +578,8 @@ def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     if isinstance(exc, KeyError | AttributeError) or not text:
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-    return text
+    notes = [" ".join(str(n).split()) for n in getattr(exc, "__notes__", ())]
+    return "; ".join([text, *notes])
 
 
 def _report(prog: str, exc: BaseException, debug: bool) -> int:

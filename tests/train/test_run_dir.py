@@ -150,3 +150,21 @@ def test_a_second_ctrl_c_stops_at_once(tmp_path):
         )
     assert signal.getsignal(signal.SIGINT) is handler  # Lightning had left it ignored
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+
+
+def test_a_failed_run_with_a_checkpoint_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    original = RunState.on_train_batch_end
+
+    def fail_at_step_5(self, trainer, *args):
+        original(self, trainer, *args)
+        if trainer.global_step == 5:
+            raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(RunState, "on_train_batch_end", fail_at_step_5)
+    run = tmp_path / "run"
+    argv = ["train", *ARGS, "--checkpoint-every", "2", "--out-dir", str(run)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "RuntimeError: disk on fire; " in err
+    assert f"keeps its last checkpoint; to continue: rnnx train --resume {run}" in err

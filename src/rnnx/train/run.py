@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -258,7 +257,7 @@ def train(
         log_every_n_steps=t.log_every,
         default_root_dir=str(out),
     )
-    with guarded_run(out, spec, stop, resume=resume, overwrite=overwrite, rank=rank, say=say):
+    with guarded_run(out, spec, stop, resume=resume, overwrite=overwrite, rank=rank):
         trainer.fit(module, train_dl, val_dl, ckpt_path=str(ckpt) if resume else None)
         train_s = run_state.train_seconds
         trainer.test(module, test_dl, verbose=False)
@@ -391,7 +390,7 @@ def check_run_dir(
 
 @contextlib.contextmanager
 def guarded_run(
-    out: Path, spec: dict[str, Any], stop, *, resume: bool, overwrite: bool, rank: int, say
+    out: Path, spec: dict[str, Any], stop, *, resume: bool, overwrite: bool, rank: int
 ) -> Iterator[None]:
     """The run directory around training: create it (emptied with ``overwrite``; kept on
     resume), write ``config.json`` and ``status.json``, hand Ctrl-C to ``stop`` (a
@@ -407,7 +406,7 @@ def guarded_run(
         with stop.installed():
             yield
     except BaseException as exc:
-        after_failure(out, stop.ckpt, exc, fresh=fresh, rank=rank, say=say)
+        after_failure(out, stop.ckpt, exc, fresh=fresh, rank=rank)
         raise
 
 
@@ -461,11 +460,10 @@ def check_resumable(out_dir: str | Path) -> None:
         )
 
 
-def after_failure(
-    out: Path, ckpt: Path, exc: BaseException, *, fresh: bool, rank: int, say
-) -> None:
+def after_failure(out: Path, ckpt: Path, exc: BaseException, *, fresh: bool, rank: int) -> None:
     """What a run that stopped early leaves: nothing, if it never wrote a checkpoint (its
-    directory is removed); else its directory, marked in ``status.json``."""
+    directory is removed); else its directory, marked in ``status.json``, and a note on
+    ``exc`` with the ``--resume`` command (the CLI prints it on the error's line)."""
     from rnnx.train.errors import RunInterrupted
 
     if rank != 0 or not out.exists():
@@ -482,12 +480,8 @@ def after_failure(
         error=None if interrupted else f"{type(exc).__name__}: {why}",
         resume=f"rnnx train --resume {out}",
     )
-    if not interrupted:
-        say(
-            f"rnnx train: the run failed; {out} keeps its last checkpoint (status.json); "
-            f"to continue: rnnx train --resume {out}",
-            file=sys.stderr,
-        )
+    if not interrupted and hasattr(exc, "add_note"):
+        exc.add_note(f"{out} keeps its last checkpoint; to continue: rnnx train --resume {out}")
 
 
 # ---------------------------------------------------------------------- loading

@@ -32,7 +32,6 @@ registry under a short name; the test matrix then covers it automatically.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -50,6 +49,7 @@ from rnnx._checks import (
     require_finite,
     require_positive_int,
 )
+from rnnx._names import did_you_mean
 from rnnx._tree import State, flatten, leaf_paths
 
 __all__ = ["RecurrentLayer", "State", "create", "get", "names", "register", "registry"]
@@ -410,19 +410,27 @@ def register(name: str):
 
 
 def get(name: str) -> type[RecurrentLayer]:
-    """The layer class registered under ``name`` (e.g. ``"lstm"``, ``"s4d"``)."""
+    """The layer class registered under ``name`` (e.g. ``"lstm"``, ``"s4d"``); a name not
+    among the built-in layers is looked up in the ``rnnx.layers`` entry points."""
+    from rnnx import _plugins
+
+    if isinstance(name, str) and name not in _REGISTRY:
+        _plugins.load_entry_points("layers")
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(str(name), list(_REGISTRY))
         raise ValueError(
-            f"layer: no layer named {name!r}{hint} Known layers: {', '.join(names())}"
+            f"layer: no layer named {name!r}{hint} (known layers: {', '.join(names())})"
+            + _plugins.failures("layers")
         ) from None
 
 
 def names() -> list[str]:
-    """Every registered layer name, sorted."""
+    """Every registered layer name, sorted (plugins included)."""
+    from rnnx import _plugins
+
+    _plugins.load_entry_points("layers")
     return sorted(_REGISTRY)
 
 

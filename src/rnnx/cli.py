@@ -41,6 +41,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name in layers.names():
             cls = layers.get(name)
             modes = ", ".join(m + ("*" if m == cls.default_mode else "") for m in cls.modes)
+            if cls.auto_modes:  # mode "auto": the default, resolved per device
+                modes += " (" + ", ".join(f"{d}: {m}" for d, m in cls.auto_modes.items()) + ")"
             ct = "yes" if cls.continuous_time else ""
             rows.append((name, cls.__name__, cls.family, modes, ct, cls.paper))
         _table(rows, ("name", "class", "family", "modes (* default)", "continuous-time", "paper"))
@@ -211,10 +213,12 @@ def _need_lightning(command: str) -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     _need_lightning("train")
     from rnnx.train.config import RunConfig, resolve, validate
-    from rnnx.train.run import import_recorded, read_run_config, train
+    from rnnx.train.run import import_recorded, read_run_config, resolve_accelerator, train
 
+    # where a run continues may change on --resume; what it trains may not
+    where = ("threads", "accelerator", "devices")
     if args.resume:
-        given = {k for sec in _overrides(args).values() for k in sec if k != "threads"}
+        given = {k for sec in _overrides(args).values() for k in sec if k not in where}
         if given or args.config or args.out_dir or args.overwrite:
             other = ", ".join(sorted(given)) or "--config/--out-dir/--overwrite"
             raise ValueError(
@@ -223,15 +227,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
             )
         spec = read_run_config(args.resume, flag="--resume")
         import_recorded(spec)
-        cfg = validate(RunConfig.from_dict(spec["run"]))
-        threads = _overrides(args)["train"].get("threads")
-        if threads:
-            cfg.train.threads = threads
-        train(cfg, out_dir=args.resume, resume=True, progress=not args.no_progress)
+        cfg = RunConfig.from_dict(spec["run"])
+        for key in where:
+            value = _overrides(args)["train"].get(key)
+            if value:
+                setattr(cfg.train, key, value)
+        cfg = validate(cfg)
+        run_kw: dict = {"out_dir": args.resume, "resume": True}
     else:
         cfg = resolve(_overrides(args), args.config)
-        train(cfg, out_dir=args.out_dir, overwrite=args.overwrite, progress=not args.no_progress)
+        run_kw = {"out_dir": args.out_dir, "overwrite": args.overwrite}
+    resolve_accelerator(cfg.train.accelerator)  # a missing device: one line, before any work
+    if cfg.train.devices > 1 and "LOCAL_WORLD_SIZE" not in os.environ:
+        return _relaunch_with_torchrun(cfg.train.devices)
+    train(cfg, progress=not args.no_progress, **run_kw)
     return 0
+
+
+def _relaunch_with_torchrun(n: int) -> int:
+    """``rnnx train --devices N``: the same command in N processes on this machine,
+    started by torchrun (``--standalone``), which gives each its rank and device."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc-per-node={n}", "-m", "rnnx.cli", *sys.argv[1:]]
+    return subprocess.call(cmd)
 
 
 # ---------------------------------------------------------------------- eval / generate

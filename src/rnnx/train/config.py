@@ -117,8 +117,14 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0: off)."""
     precision: str = "auto"
-    """``"32"``, ``"bf16-mixed"``, or ``"auto"``: bf16-mixed if the CPU has native
-    bf16 instructions (AVX512-BF16 or AMX), else 32."""
+    """``"32"``, ``"bf16-mixed"``, or ``"auto"``: bf16-mixed where bf16 is native (a CUDA
+    GPU that supports it; a CPU with AVX512-BF16 or AMX), else 32."""
+    accelerator: str = "auto"
+    """``"auto"`` (CUDA when torch sees a GPU, else the CPU), ``"cpu"``, ``"cuda"`` or
+    ``"mps"``. DDP uses NCCL on CUDA and gloo otherwise."""
+    devices: int = 0
+    """Processes (one per device) on this machine; 0: one, or torchrun's count under
+    torchrun. ``rnnx train --devices N`` (N > 1) starts N processes with torchrun."""
     seed: int = 0
     """Seeds the model's initialisation, the data order and dropout."""
     checkpoint_every: int = 200
@@ -232,6 +238,8 @@ LIMITS: dict[tuple[str, str], Range | OneOf] = {
     ("train", "warmup"): Range(0, 1),
     ("train", "grad_clip"): Range(0),
     ("train", "precision"): OneOf(("auto", "32", "bf16-mixed", "16-mixed", "64")),
+    ("train", "accelerator"): OneOf(("auto", "cpu", "cuda", "mps")),
+    ("train", "devices"): Range(0),
     ("train", "seed"): Range(0, 2**32 - 1),
     ("train", "checkpoint_every"): Range(0),
     ("train", "val_every"): Range(0),

@@ -21,8 +21,11 @@ a second Ctrl-C stops at once (the last periodic checkpoint stays).
 
 With no arguments, ``rnnx train`` trains a small S4D classifier on scikit-learn's
 digits (64-step pixel sequences) and prints the test accuracy. Under ``torchrun``
-(``WORLD_SIZE`` > 1) the same command trains with DDP (gloo on CPU): the global batch
-is split across the processes (see :mod:`rnnx.train.sampler`).
+(``WORLD_SIZE`` > 1) the same command trains with DDP (NCCL on CUDA, gloo on the CPU):
+the global batch is split across the processes (see :mod:`rnnx.train.sampler`).
+``--accelerator`` picks the device (``auto``: CUDA when torch sees a GPU, else the CPU;
+:func:`trainer_placement`); ``rnnx train --devices N`` starts N processes on this machine
+with torchrun.
 """
 
 from __future__ import annotations
@@ -77,8 +80,89 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str) -> str:
+class AcceleratorError(ValueError):
+    """The requested accelerator or device count cannot be used here."""
+
+
+ACCELERATORS = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_accelerator(name: str) -> str:
+    """``"cpu"``, ``"cuda"`` or ``"mps"`` for a requested accelerator: ``"auto"`` is CUDA
+    when torch sees a GPU, else the CPU. Raises :class:`AcceleratorError` (one line: what
+    was asked, what this machine has) for an unknown name or a missing device."""
+    import torch
+
+    if name not in ACCELERATORS:
+        raise AcceleratorError(
+            f"accelerator: expected one of {', '.join(ACCELERATORS)}, got {name!r}"
+        )
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "no CUDA"
+        raise AcceleratorError(
+            f"accelerator: 'cuda' was requested but torch {torch.__version__} ({build}) "
+            "sees no CUDA device here; use --accelerator cpu (or auto)"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise AcceleratorError(
+            "accelerator: 'mps' was requested but torch sees no Apple GPU (MPS) here; "
+            "use --accelerator cpu (or auto)"
+        )
+    return name
+
+
+def trainer_placement(
+    accelerator: str, devices: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Where and how Lightning runs: the Trainer's ``accelerator``, ``devices``,
+    ``num_nodes`` and the DDP process-group backend (``"nccl"`` on CUDA, ``"gloo"``
+    elsewhere; None for one process).
+
+    ``accelerator`` as resolved by :func:`resolve_accelerator`. ``devices`` (0: one per
+    process) are the processes on this machine: under torchrun (``LOCAL_WORLD_SIZE`` in
+    ``env``) they are torchrun's, and a different explicit count is an error; outside
+    it, more than one needs torchrun (``rnnx train --devices N`` starts it).
+    """
+    env = dict(os.environ) if env is None else env
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 0:
+        raise AcceleratorError(f"devices: expected an int >= 0, got {devices!r}")
+    world = int(env.get("WORLD_SIZE", 1))
+    local = env.get("LOCAL_WORLD_SIZE")
+    if local is not None:
+        per_node = int(local)
+        if devices and devices != per_node:
+            raise AcceleratorError(
+                f"devices: {devices} requested, but torchrun started {per_node} process(es) "
+                "on this machine (--nproc-per-node); drop --devices or make them equal"
+            )
+    elif devices > 1:
+        raise AcceleratorError(
+            f"devices: {devices} needs one process per device; run `rnnx train --devices "
+            f"{devices} ...` (it starts them with torchrun) or torchrun yourself"
+        )
+    else:
+        per_node = 1
+    return {
+        "accelerator": accelerator,
+        "devices": per_node,
+        "num_nodes": max(1, world // per_node),
+        "process_group_backend": (
+            None if world <= 1 else ("nccl" if accelerator == "cuda" else "gloo")
+        ),
+    }
+
+
+def resolve_precision(precision: str, accelerator: str = "cpu") -> str:
+    """Lightning's precision for ``--precision``; ``"auto"`` is ``"bf16-mixed"`` where
+    bf16 is native (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX), else
+    ``"32"``."""
     if precision == "auto":
+        if accelerator == "cuda":
+            import torch
+
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32"
         return "bf16-mixed" if cpu_has_bf16() else "32"
     if precision not in ("32", "bf16-mixed", "16-mixed", "64"):
         raise ValueError(f"precision: expected auto, 32, bf16-mixed or 64, got {precision!r}")
@@ -200,6 +284,8 @@ def train(
         torch.set_num_threads(t.threads)
     rank, world = _world()
     say = print if (verbose and rank == 0) else (lambda *a, **k: None)
+    placement = trainer_placement(resolve_accelerator(t.accelerator), t.devices)
+    accelerator = placement["accelerator"]
     check_run_dir(out_dir, resume=resume, overwrite=overwrite, rank=rank)
 
     task, model = build_task_and_model(cfg)
@@ -212,12 +298,15 @@ def train(
 
     logs = out / "logs"
     attempt = len(list(logs.glob("version_*"))) if resume and logs.exists() else 0
-    precision = resolve_precision(t.precision)
+    precision = resolve_precision(t.precision, accelerator)
     n_params = sum(p.numel() for p in model.parameters())
-    mode = model.backbone.blocks[0].mixer.mode
+    mixer = model.backbone.blocks[0].mixer
+    # what runs once Lightning has moved the model (mode "auto" resolves per device)
+    mode = mixer.resolve_mode(accelerator) if mixer.mode_setting == "auto" else mixer.mode
     say(
         f"rnnx train: {cfg.model.layer} ({n_params:,} parameters, mode {mode}, "
-        f"precision {precision}{f', {world} processes' if world > 1 else ''}) on "
+        f"precision {precision} on {accelerator}"
+        f"{f', {world} processes' if world > 1 else ''}) on "
         f"{task.summary()}; run directory {out}" + (f"; resuming from {ckpt}" if resume else "")
     )
     inferred = task.info.get("inferred")
@@ -227,16 +316,16 @@ def train(
     stop = GracefulInterrupt(ckpt, out, enabled=world == 1)
     limit = t.limit_batches if t.limit_batches <= 1 else int(t.limit_batches)
     strategy: Any = "auto"
-    if world > 1:
+    if placement["process_group_backend"]:
         from lightning.pytorch.strategies import DDPStrategy
 
-        strategy = DDPStrategy(process_group_backend="gloo")
+        strategy = DDPStrategy(process_group_backend=placement["process_group_backend"])
     trainer = L.Trainer(
         max_epochs=t.epochs,
         max_steps=t.max_steps,
-        accelerator="cpu",
-        devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
-        num_nodes=max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", 1))),
+        accelerator=accelerator,
+        devices=placement["devices"],
+        num_nodes=placement["num_nodes"],
         strategy=strategy,
         precision=precision,
         gradient_clip_val=t.grad_clip or None,
@@ -277,6 +366,7 @@ def train(
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "precision": precision,
+        "accelerator": accelerator,
         "processes": world,
         "resumed": resume,
         "attempts": attempt + 1,

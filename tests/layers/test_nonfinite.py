@@ -67,3 +67,26 @@ def test_nan_and_inf_propagate_as_on_the_pytorch_path(name, mode, dtype, monkeyp
         )
         torch.testing.assert_close(got, want, rtol=rtol, atol=rtol, equal_nan=True,
                                    msg=lambda m, what=what: f"{what}: {m}")  # fmt: skip
+
+
+CUDNN = [n for n in layers.names() if getattr(layers.get(n)(D), "cudnn_supported", lambda: False)()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name", CUDNN)
+def test_nan_and_inf_propagate_through_the_cudnn_backend(name, dtype):
+    """torch's fused RNN op (the ``"cudnn"`` backend; torch's CPU loop here) against
+    rnnx's PyTorch reference loop."""
+    torch.manual_seed(0)
+    cls = layers.get(name)
+    layer = cls(D, **cls.tiny_config()).to(dtype).eval()
+    x = _bad_input(dtype)
+    layer.backend = "cudnn"
+    got = _run(layer, x, layer.mode)
+    layer.backend = "reference"
+    want = _run(layer, x, layer.mode)
+    rtol = 1e-4 if dtype == torch.float32 else 1e-9
+    for i, (g, w) in enumerate(zip(got, want)):
+        what = "output" if i == 0 else f"final state leaf {i - 1}"
+        assert torch.equal(g.isnan(), w.isnan()), f"{what}: NaN differs"
+        torch.testing.assert_close(g, w, rtol=rtol, atol=rtol, equal_nan=True)

@@ -6,7 +6,10 @@ broadcasting failure deep inside an op.
 
 Finite checks (NaN / inf in inputs and states) cost a pass over the data, so they are
 off by default and switched on with :func:`set_checks`, the :func:`checks` context
-manager or the environment variable ``RNNX_CHECK_FINITE=1``.
+manager or the environment variable ``RNNX_CHECK_FINITE=1``. Value checks of ``lengths``
+and ``dt`` run on CPU tensors in eager mode, and everywhere under :func:`checks`
+(:func:`value_checks_enabled`): never a host synchronisation on an accelerator, never a
+data-dependent branch in a ``torch.compile`` graph, unless asked for.
 """
 
 from __future__ import annotations
@@ -47,6 +50,20 @@ def checks(*, finite: bool = True) -> Iterator[None]:
         yield
     finally:
         _FINITE = old
+
+
+def value_checks_enabled(t: Tensor) -> bool:
+    """Whether to validate the *values* of ``t`` (lengths in range, step sizes > 0).
+
+    Reading values back is a host synchronisation on an accelerator and cannot be traced
+    by ``torch.compile``. So: always under :func:`checks` (then a compiled graph breaks
+    there, as asked); otherwise only for CPU tensors in eager mode, where the read costs
+    a few microseconds, and never while ``torch.compile`` traces (the graph gets no
+    data-dependent branch; out-of-range lengths then act as clamped to [0, length]).
+    """
+    if _FINITE:
+        return True
+    return t.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 def fmt_shape(shape: Sequence[int] | torch.Size) -> str:
@@ -131,11 +148,13 @@ def check_lengths(lengths: object, batch: int, length: int, device: torch.device
             f"lengths: expected shape ({batch},) (one length per sequence), "
             f"got shape {fmt_shape(lengths.shape)}"
         )
-    lo, hi = int(lengths.min()), int(lengths.max())
-    if lo < 0 or hi > length:
-        raise ValueError(
-            f"lengths: expected values in [0, {length}] (the padded length), got min {lo}, max {hi}"
-        )
+    if value_checks_enabled(lengths):
+        lo, hi = int(lengths.min()), int(lengths.max())
+        if lo < 0 or hi > length:
+            raise ValueError(
+                f"lengths: expected values in [0, {length}] (the padded length), "
+                f"got min {lo}, max {hi}"
+            )
     return lengths.to(device=device, dtype=torch.long)
 
 

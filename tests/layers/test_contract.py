@@ -310,3 +310,54 @@ def test_dt_per_step_matches_reference(name, mode):
         y, s = layer(x, s0, dt=dt)
     assert_close(y, y_ref, rtol=rtol_of(layer), what="per-step dt")
     assert_states_close(s, s_ref, rtol_of(layer), "per-step dt")
+
+
+# ---------------------------------------------------------------------------- compile
+
+
+def _compiled_run(layer, backend: str):
+    """Forward, final state and every gradient of ``torch.compile(layer, fullgraph=True)``
+    and of the eager layer, in the layer's default mode, from a random initial state.
+    A short sequence: a chunked form's loop over chunks is unrolled in the graph."""
+    x, s0 = inputs(length=9), random_state(layer)
+    expected = run(layer, x, s0, layer.mode)
+    torch._dynamo.reset()  # a fresh cache: no recompile limit across the matrix
+    compiled = torch.compile(layer, fullgraph=True, backend=backend)
+    xg = x.clone().requires_grad_()
+    s0g = tree_map(lambda t: t.clone().requires_grad_(), s0)
+    y, s = compiled(xg, s0g)
+    got = (y, s, grads(layer, loss_of(y, s), xg, s0g))
+    torch._dynamo.reset()
+    return got, expected
+
+
+def _assert_same_run(got, expected, rtol, what):
+    (y, s, g), (y_ref, s_ref, g_ref) = got, expected
+    assert_close(y, y_ref, rtol=rtol, what=f"{what} output")
+    assert_states_close(s, s_ref, rtol, f"{what} final state")
+    assert_grads_close(g, g_ref, rtol, what)
+
+
+@pytest.mark.parametrize("name", layers.names())
+def test_compiles_whole_and_matches_eager(name):
+    """``torch.compile(fullgraph=True)`` traces the layer in its default mode without a
+    graph break, and the compiled forward, final state and every gradient equal eager.
+
+    The ``aot_eager`` backend runs everything ``torch.compile`` does but code generation:
+    Dynamo's trace (a graph break fails here), AOTAutograd's joint forward/backward graph
+    (every native operator through its fake implementation and autograd formula), then
+    the graphs on eager kernels. Inductor's code generation is the slow
+    :func:`test_compiles_with_inductor`.
+    """
+    layer = make_layer(name)
+    got, expected = _compiled_run(layer, "aot_eager")
+    _assert_same_run(got, expected, rtol_of(layer), "compiled (aot_eager)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", layers.names())
+def test_compiles_with_inductor(name):
+    """The same with torch.compile's default backend (Inductor's C++ code generation)."""
+    layer = make_layer(name)
+    got, expected = _compiled_run(layer, "inductor")
+    _assert_same_run(got, expected, max(rtol_of(layer), 1e-6), "compiled (inductor)")

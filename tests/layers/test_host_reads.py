@@ -24,9 +24,8 @@ _TENSOR_READS = (
     "numpy",
 )  # fmt: skip
 
-#: Layers whose forward still reads a value on this branch, and where (the issue-13a
-#: branch removes these: matrix_power_apply takes a static bound). Empty it after merging.
-KNOWN_FORWARD_READS = {"lssl": "ops/conv.py", "s4": "ops/conv.py"}
+#: Layers whose forward still reads a value, and where (none: keep it that way).
+KNOWN_FORWARD_READS: dict[str, str] = {}
 
 
 class HostReads:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import rnnx.layers.pararnn as pararnn_module
+from rnnx import _native
 from rnnx.layers.pararnn import ParaGRU, ParaLSTM, fused_available
 from rnnx.ops.newton import jacobian
-from tests.conftest import assert_close
+from tests.conftest import assert_close, needs_native
 
 LAYERS = [ParaGRU, ParaLSTM]
 
@@ -62,6 +62,7 @@ def test_newton_matches_sequential_float32(cls, T):
     _compare(out, ref, 1e-5, f"newton T={T}")
 
 
+@needs_native("pararnn")
 @pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
 def test_fused_matches_sequential_float32_with_lengths(cls):
     torch.manual_seed(1)
@@ -96,7 +97,7 @@ def test_fused_runs_the_python_loop_without_native_kernels(cls, monkeypatch):
     x, s0 = _inputs(layer, 2, 9)
     ref = _run(layer, "sequential", x, s0)
     # as without a compiler (or with RNNX_NATIVE=0): the loader returns no library
-    monkeypatch.setattr(pararnn_module._native, "load", lambda name: None)
+    monkeypatch.setattr(_native, "load", lambda name: None)
     assert not fused_available(x)
     out = _run(layer, "fused", x, s0)
     _compare(out, ref, 1e-6, "fused without native")
@@ -121,6 +122,7 @@ def test_newton_mode_is_deterministic_in_its_iteration_count():
     assert layer.newton_info.iterations == first
 
 
+@needs_native("pararnn")
 @pytest.mark.parametrize("cls", LAYERS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_native_newton_cell_matches_the_cell_and_torch_func(cls, dtype):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from rnnx.layers import sLSTM
-from tests.conftest import assert_close
+from tests.conftest import assert_close, needs_native, with_native
 
 
 def unstabilised_slstm(layer: sLSTM, x: torch.Tensor):
@@ -45,7 +45,7 @@ def unstabilised_slstm(layer: sLSTM, x: torch.Tensor):
 
 
 @pytest.mark.parametrize("heads", [1, 2, 4])
-@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("backend", with_native(["native", "reference"], "rnn"))
 def test_matches_the_unstabilised_equations(heads, backend):
     torch.manual_seed(0)
     layer = sLSTM(6, 8, num_heads=heads, backend=backend).double()
@@ -57,7 +57,7 @@ def test_matches_the_unstabilised_equations(heads, backend):
     assert_close(n[:, 0], n_ref * torch.exp(-m[:, 0]), rtol=1e-12, what="n = n_unstab exp(-m)")
 
 
-@pytest.mark.parametrize("backend", ["native", "reference"])
+@pytest.mark.parametrize("backend", with_native(["native", "reference"], "rnn"))
 def test_stabiliser_keeps_large_input_gates_finite(backend):
     """exp(80) overflows float32; the stabilised cell does not."""
     layer = sLSTM(4, backend=backend)
@@ -70,6 +70,7 @@ def test_stabiliser_keeps_large_input_gates_finite(backend):
     assert (m > 70).all()
 
 
+@needs_native("rnn")
 def test_native_and_reference_agree_in_float32_with_heads():
     torch.manual_seed(1)
     layer = sLSTM(16, 32, num_heads=4, num_layers=2, bidirectional=True)

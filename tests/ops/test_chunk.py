@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnx.ops import chunk
-from tests.conftest import assert_close
+from tests.conftest import assert_close, backends_here, with_native, with_native_pairs
 from tests.ops.linear_family import (
     OpSpec,
     check_chunk_matches_reference,
@@ -50,43 +50,46 @@ SPECS = {
 }
 # (op, backend): GLA has the pure-PyTorch chunked form and the native kernel
 CASES = [(n, "chunk") for n in SPECS] + [("gla", "native")]
-IDS = [f"{n}-{b}" for n, b in CASES]
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 @pytest.mark.parametrize(("chunk_size", "T"), [(16, 41), (32, 75), (64, 100), (64, 1)])
 def test_chunk_matches_reference(name, backend, chunk_size, T):
     check_chunk_matches_reference(SPECS[name], backend, chunk_size, T, rtol=1e-10)
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 def test_float32_matches_reference(name, backend):
     check_chunk_matches_reference(SPECS[name], backend, 16, 50, dtype=torch.float32, rtol=2e-4)
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 def test_packed_matches_reference_and_padded(name, backend):
     check_packed(SPECS[name], backend)
     check_packed(SPECS[name], backend, lens=(3, 9), with_state=False)
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 def test_gradcheck(name, backend):
     check_gradcheck(SPECS[name], backend)
 
 
 @pytest.mark.parametrize("name", list(SPECS))
 def test_long_sequence(name):
-    check_long(SPECS[name], [b for n, b in CASES if n == name], 8192, grads=False)
+    check_long(
+        SPECS[name], backends_here([b for n, b in CASES if n == name], "chunk"), 8192, grads=False
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(SPECS))
 def test_long_sequence_gradients(name):
-    check_long(SPECS[name], [b for n, b in CASES if n == name], 8192, grads=True)
+    check_long(
+        SPECS[name], backends_here([b for n, b in CASES if n == name], "chunk"), 8192, grads=True
+    )
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 def test_dtypes(name, backend):
     check_dtypes(SPECS[name], backend)
 
@@ -109,7 +112,7 @@ def test_gla_with_equal_decays_is_simple_gla():
     assert_close(s1, s2, rtol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["native", "chunk"])
+@pytest.mark.parametrize("backend", with_native(["native", "chunk"], "chunk"))
 def test_gla_extreme_decay_stays_finite(backend):
     """Decays of e^-200 per step: every exponential the chunked form takes is <= 1."""
     q, k, v, _ = make_inputs(SPECS["gla"], 1, 40, 1, 4, 3, dtype=torch.float32)
@@ -185,10 +188,9 @@ def native_disabled(monkeypatch):
     from rnnx import _native
 
     monkeypatch.setenv("RNNX_NATIVE", "0")
-    _native.reset()
-    yield
-    monkeypatch.delenv("RNNX_NATIVE")
-    _native.reset()
+    with _native.preserved():
+        _native.reset()
+        yield
 
 
 @pytest.mark.usefixtures("native_disabled")

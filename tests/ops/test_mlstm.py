@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from rnnx.ops import mlstm as mlstm_ops
-from tests.conftest import assert_close
+from tests.conftest import assert_close, backends_here, with_native, with_native_pairs
 from tests.ops.linear_family import (
     OpSpec,
     check_chunk_matches_reference,
@@ -55,48 +55,47 @@ SPECS = {
 NAMES = list(SPECS)
 # (forget gate, backend): the pure-PyTorch chunked form and the native intra-chunk kernel
 CASES = [(n, b) for n in NAMES for b in ("chunk", "native")]
-IDS = [f"{n}-{b}" for n, b in CASES]
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 @pytest.mark.parametrize(("chunk_size", "T"), [(16, 41), (32, 75), (64, 100), (64, 1)])
 def test_chunk_matches_reference(name, backend, chunk_size, T):
     check_chunk_matches_reference(SPECS[name], backend, chunk_size, T, rtol=1e-9)
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 def test_float32_matches_reference(name, backend):
     check_chunk_matches_reference(SPECS[name], backend, 16, 50, dtype=torch.float32, rtol=5e-4)
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 def test_packed_matches_reference_and_padded(name, backend):
     check_packed(SPECS[name], backend)
     check_packed(SPECS[name], backend, lens=(3, 9), with_state=False)
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 def test_gradcheck(name, backend):
     check_gradcheck(SPECS[name], backend)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_long_sequence(name):
-    check_long(SPECS[name], ["chunk", "native"], 8192, grads=False)
+    check_long(SPECS[name], backends_here(["chunk", "native"], "chunk"), 8192, grads=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_long_sequence_gradients(name):
-    check_long(SPECS[name], ["chunk", "native"], 8192, grads=True)
+    check_long(SPECS[name], backends_here(["chunk", "native"], "chunk"), 8192, grads=True)
 
 
-@pytest.mark.parametrize(("name", "backend"), CASES, ids=IDS)
+@pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
 def test_dtypes(name, backend):
     check_dtypes(SPECS[name], backend)
 
 
-@pytest.mark.parametrize("backend", ["chunk", "native"])
+@pytest.mark.parametrize("backend", with_native(["chunk", "native"], "chunk"))
 def test_destabilised_memories_agree(backend):
     """C·e^m and n·e^m (the memories without the stabiliser) agree, not only (C, n, m)."""
     spec = SPECS["sigmoid"]
@@ -108,7 +107,7 @@ def test_destabilised_memories_agree(backend):
     assert_close(n * m.exp()[..., None], n_r * m_r.exp()[..., None], rtol=1e-10)
 
 
-@pytest.mark.parametrize("backend", ["chunk", "native", "reference"])
+@pytest.mark.parametrize("backend", with_native(["chunk", "native", "reference"], "chunk"))
 def test_large_input_gates_stay_finite_in_float32(backend):
     """Input gates e^{80}: without the stabiliser C would overflow float32."""
     spec = SPECS["sigmoid"]

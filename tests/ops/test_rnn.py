@@ -14,6 +14,7 @@ import torch
 
 from rnnx import _native
 from rnnx._checks import RnnxWarning
+from rnnx._native import ops as native_ops
 from rnnx.ops import rnn as rnn_ops
 from rnnx.ops.rnn import CELLS, native_rnn_available, rnn_sequence, state_names
 from tests.conftest import assert_close
@@ -147,6 +148,27 @@ def test_no_grad_path_equals_autograd_path():
 
 
 @needs_native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_nan_and_inf_propagate_like_the_reference(cell, dtype):
+    """NaN in, NaN out: the kernels' clamps and maxima keep NaN (vectorised float32 and
+    scalar float64 math alike); infinities and finite values as the reference."""
+    gx, w, state, bias = make_inputs(cell, 3, 9, 20, 1, dtype)
+    gx = gx.clone()
+    gx[0, 2, 5] = float("nan")  # a gate of unit 5
+    gx[1, 4, :] = float("inf")
+    gx[2, 6, 3::7] = float("-inf")
+    with torch.no_grad():
+        y, final = rnn_sequence(cell, gx, w, state, bias_hn=bias, backend="native")
+        y_ref, final_ref = rnn_sequence(cell, gx, w, state, bias_hn=bias, backend="reference")
+    assert y_ref.isnan().any()
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for got, want, what in [(y, y_ref, "y"), *zip(final, final_ref, state_names(cell))]:
+        assert torch.equal(got.isnan(), want.isnan()), f"{cell} {what}: NaN positions differ"
+        torch.testing.assert_close(got, want, rtol=tol, atol=tol, equal_nan=True)
+
+
+@needs_native
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("policy", [-1, 0, 1], ids=["auto", "units", "batch"])
 def test_thread_partitions_agree_bitwise(threads, policy, monkeypatch):
@@ -154,7 +176,7 @@ def test_thread_partitions_agree_bitwise(threads, policy, monkeypatch):
     gx, w, state, _ = make_inputs("lstm", 8, 5, 256, 1, torch.float32)
     ref = run("lstm", (gx, w, state, None), "native")
     old = torch.get_num_threads()
-    monkeypatch.setattr(rnn_ops, "_THREAD_POLICY", policy)
+    monkeypatch.setattr(native_ops, "RNN_THREAD_POLICY", policy)
     try:
         torch.set_num_threads(threads)
         got = run("lstm", (gx, w, state, None), "native")
@@ -181,9 +203,10 @@ def test_fallback_warns_once_and_matches(monkeypatch):
     """If the kernel cannot be built, auto runs the reference after one RnnxWarning."""
     gx, w, state, _ = make_inputs("lstm", 2, 5, 6, 1, torch.float64)
     expected = rnn_sequence("lstm", gx, w, state, backend="reference")
+    monkeypatch.setenv("RNNX_NATIVE", "1")
     monkeypatch.setattr(_native, "_build", lambda name: (_ for _ in ()).throw(OSError("no cc")))
-    _native.reset()
-    try:
+    with _native.preserved():
+        _native.reset()
         with pytest.warns(RnnxWarning, match="native CPU kernel 'rnn' could not be built"):
             y, s = rnn_sequence("lstm", gx, w, state)
         with warnings.catch_warnings():
@@ -191,8 +214,6 @@ def test_fallback_warns_once_and_matches(monkeypatch):
             rnn_sequence("lstm", gx, w, state)  # no second warning
         with pytest.raises(RuntimeError, match="backend: 'native' was requested"):
             rnn_sequence("lstm", gx, w, state, backend="native")
-    finally:
-        _native.reset()
     assert_close(y, expected[0], rtol=1e-12, what="fallback outputs")
     for a, b in zip(s, expected[1]):
         assert_close(a, b, rtol=1e-12, what="fallback final state")

@@ -12,11 +12,12 @@ import torch.nn.functional as F
 
 from rnnx import RnnxWarning, _native
 from rnnx.ops.selective_scan import selective_scan, selective_scan_reference
-from tests.conftest import assert_close
+from tests.conftest import assert_close, native_available, with_native
 
 ss_module = sys.modules["rnnx.ops.selective_scan"]
 
-FAST = ["chunked", "native"]
+FAST = with_native(["chunked", "native"], "selective_scan")
+FAST_HERE = ["chunked", *(["native"] if native_available("selective_scan") else [])]
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
 
@@ -148,7 +149,7 @@ def test_long_sequence_forward():
     c = _case(batch=1, L=8192, dim=8, N=4)
     ref_out, ref_last, _ = _run(c, backend="reference", with_grad=False)
     assert torch.isfinite(ref_out).all()
-    for backend in FAST:
+    for backend in FAST_HERE:
         out, last, _ = _run(c, backend=backend, with_grad=False)
         assert_close(out, ref_out, rtol=1e-10, what=backend)
         assert_close(last, ref_last, rtol=1e-10, what=backend)
@@ -364,10 +365,11 @@ def test_auto_picks_native_on_cpu_when_built():
 
 
 def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("RNNX_NATIVE", "1")
     monkeypatch.setenv("CXX", "false")  # a "compiler" that always fails
     monkeypatch.setenv("RNNX_CACHE_DIR", str(tmp_path))
-    _native.reset()
-    try:
+    with _native.preserved():
+        _native.reset()
         c = _case(L=20)
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always")
@@ -379,8 +381,6 @@ def test_failed_build_warns_once_and_falls_back(monkeypatch, tmp_path):
         assert_close(out, _run(c, backend="reference", with_grad=False)[0], rtol=1e-12)
         with pytest.raises(RuntimeError, match="native selective-scan kernel is unavailable"):
             _run(c, backend="native", with_grad=False)
-    finally:
-        _native.reset()
 
 
 @pytest.mark.parametrize(

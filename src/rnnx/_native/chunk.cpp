@@ -27,25 +27,14 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
-#if defined(__SSE__)
-#include <xmmintrin.h>
-#endif
-#if defined(__SSE3__)
-#include <pmmintrin.h>
-#endif
 
-using i64 = int64_t;
+#include "common.h"
+
+using rnnx::i64;
 
 namespace {
 
-// Flush denormals to zero in this thread for the lifetime of the guard.
-struct FlushDenormals {
-#if defined(__SSE__)
-  unsigned int saved;
-  FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040); }  // FTZ | DAZ
-  ~FlushDenormals() { _mm_setcsr(saved); }
-#endif
-};
+using rnnx::FlushDenormals;
 
 template <typename T>
 void gla_intra_fwd(const T* __restrict q, const T* __restrict k, const T* __restrict alpha,
@@ -170,7 +159,8 @@ void mlstm_intra_fwd(const T* __restrict S, const T* __restrict F, const T* __re
       int32_t where = -1;
       for (i64 j = 0; j <= i; ++j) {
         const T l = fi - Fb[j] + Ib[j];
-        if (l > best) {
+        // a NaN wins and stays (torch.maximum and amax propagate NaN)
+        if (l > best || (l != l && best == best)) {
           best = l;
           where = static_cast<int32_t>(j);
         }

@@ -30,7 +30,7 @@
 // shared by the sequential and the time-parallel kernels.
 
 // Floating-point comparisons never trap here; telling the compiler so lets it turn the
-// clamps of exp_approx into vector min/max and vectorise the gate loops.
+// clamps of exp_approx (common.h) into vector min/max and vectorise the gate loops.
 #pragma GCC optimize("no-trapping-math")
 
 #include <algorithm>
@@ -38,45 +38,21 @@
 #include <cstdint>
 #include <cstring>
 
-using i64 = int64_t;
+#include "common.h"
+
+using rnnx::i64;
 
 namespace {
 
-// exp for float: Cody-Waite range reduction and the Cephes polynomial (about 1 ulp on
-// the clamped range), written so that the compiler vectorises the loops that call it
-// (the libm expf is a scalar call per element and dominates the kernel otherwise).
-inline float exp_approx(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-
-inline float exp_of(float x) { return exp_approx(x); }
-inline double exp_of(double x) { return std::exp(x); }
-
+// exp, sigmoid and tanh from common.h: for float the vectorisable Cephes exp (the libm
+// expf is a scalar call per element and dominates the kernel otherwise), NaN in, NaN out;
+// for double the C library's functions.
+using rnnx::exp_of;
+using rnnx::tanh_of;
 template <typename T>
 inline T sigmoid(T x) {
-  return T(1) / (T(1) + exp_of(-x));
+  return rnnx::sigmoid_of(x);
 }
-
-// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|) <= 1: no overflow.
-inline float tanh_of(float x) {
-  const float e = exp_approx(-2.0f * std::fabs(x));
-  const float t = (1.0f - e) / (1.0f + e);
-  return std::copysign(t, x);
-}
-inline double tanh_of(double x) { return std::tanh(x); }
 
 inline int threads_for(i64 work, int nthreads) {
   return work < (i64(1) << 14) ? 1 : std::max(nthreads, 1);

@@ -42,12 +42,10 @@
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define RNNX_AVX2 1
-#endif
 
-using i64 = int64_t;
+#include "common.h"
+
+using rnnx::i64;
 
 namespace {
 
@@ -112,14 +110,19 @@ inline Lanes<T, N> fmadd(const Lanes<T, N>& a, const Lanes<T, N>& b, const Lanes
 template <typename T, int N>
 inline Lanes<T, N> vmax(const Lanes<T, N>& a, const Lanes<T, N>& b) {
   Lanes<T, N> r;
-  for (int i = 0; i < N; ++i) r.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
+  for (int i = 0; i < N; ++i) r.v[i] = rnnx::max_nan(a.v[i], b.v[i]);
   return r;
 }
 template <typename T, int N>
 inline Lanes<T, N> vmin(const Lanes<T, N>& a, const Lanes<T, N>& b) {
   Lanes<T, N> r;
-  for (int i = 0; i < N; ++i) r.v[i] = a.v[i] < b.v[i] ? a.v[i] : b.v[i];
+  for (int i = 0; i < N; ++i) r.v[i] = rnnx::min_nan(a.v[i], b.v[i]);
   return r;
+}
+// max(x, 0), NaN for NaN (as torch.relu).
+template <typename T, int N>
+inline Lanes<T, N> vrelu(const Lanes<T, N>& a) {
+  return vmax(a, Lanes<T, N>::zero());
 }
 // a > b ? x : y and a == b ? x : y, lane by lane.
 template <typename T, int N>
@@ -154,7 +157,7 @@ inline Lanes<T, N> vsigmoid(const Lanes<T, N>& a) {
 }
 template <typename T, int N>
 inline Lanes<T, N> vlogsigmoid(const Lanes<T, N>& a) {
-  return lanewise(a, [](T x) { return std::fmin(x, T(0)) - std::log1p(std::exp(-std::fabs(x))); });
+  return lanewise(a, [](T x) { return rnnx::min_nan(x, T(0)) - std::log1p(std::exp(-std::fabs(x))); });
 }
 
 
@@ -211,91 +214,22 @@ inline F8 operator-(F8 a, F8 b) { return {_mm256_sub_ps(a.v, b.v)}; }
 inline F8 operator*(F8 a, F8 b) { return {_mm256_mul_ps(a.v, b.v)}; }
 inline F8 operator/(F8 a, F8 b) { return {_mm256_div_ps(a.v, b.v)}; }
 inline F8 fmadd(F8 a, F8 b, F8 c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
-inline F8 vmax(F8 a, F8 b) { return {_mm256_max_ps(a.v, b.v)}; }
-inline F8 vmin(F8 a, F8 b) { return {_mm256_min_ps(a.v, b.v)}; }
-inline F8 vabs(F8 a) { return {_mm256_andnot_ps(_mm256_set1_ps(-0.0f), a.v)}; }
+// Maxima and minima keep NaN (common.h): max(x, 0) puts x second, which is enough.
+inline F8 vmax(F8 a, F8 b) { return {rnnx::max_nan_ps(a.v, b.v)}; }
+inline F8 vrelu(F8 a) { return {_mm256_max_ps(_mm256_setzero_ps(), a.v)}; }
+inline F8 vabs(F8 a) { return {rnnx::abs_ps(a.v)}; }
 inline F8 select_gt(F8 a, F8 b, F8 x, F8 y) {
   return {_mm256_blendv_ps(y.v, x.v, _mm256_cmp_ps(a.v, b.v, _CMP_GT_OQ))};
 }
 inline F8 select_eq(F8 a, F8 b, F8 x, F8 y) {
   return {_mm256_blendv_ps(y.v, x.v, _mm256_cmp_ps(a.v, b.v, _CMP_EQ_OQ))};
 }
-
-// exp by Cody-Waite range reduction and a degree-6 polynomial (Cephes expf), ~1 ulp.
-// The cells only ever take exp of arguments <= 0, so the upper clamp is never hit.
-inline F8 vexp(F8 a) {
-  __m256 x = _mm256_min_ps(_mm256_max_ps(a.v, _mm256_set1_ps(-87.33654475f)),
-                           _mm256_set1_ps(88.02969193f));
-  __m256 fx = _mm256_floor_ps(
-      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
-  __m256i n = _mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127));
-  return {_mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(n, 23)))};
-}
-
-// log of x > 0 (Cephes logf): x = m 2^e with m in [sqrt(1/2), sqrt(2)), polynomial in m-1.
-inline __m256 log_ps(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  x = _mm256_max_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x00800000)));
-  __m256i bits = _mm256_castps_si256(x);
-  __m256 e = _mm256_cvtepi32_ps(
-      _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(0x7f)));
-  __m256 m = _mm256_or_ps(
-      _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(~0x7f800000))), _mm256_set1_ps(0.5f));
-  // m in [0.5, 1); x = m 2^(e+1). Move m < sqrt(1/2) up by one octave.
-  e = _mm256_add_ps(e, one);
-  __m256 small = _mm256_cmp_ps(m, _mm256_set1_ps(0.707106781186547524f), _CMP_LT_OQ);
-  __m256 tmp = _mm256_and_ps(m, small);
-  m = _mm256_sub_ps(m, one);
-  e = _mm256_sub_ps(e, _mm256_and_ps(one, small));
-  m = _mm256_add_ps(m, tmp);
-  __m256 z = _mm256_mul_ps(m, m);
-  __m256 y = _mm256_set1_ps(7.0376836292e-2f);
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.1514610310e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.1676998740e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.2420140846e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(1.4249322787e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-1.6668057665e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(2.0000714765e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(-2.4999993993e-1f));
-  y = _mm256_fmadd_ps(y, m, _mm256_set1_ps(3.3333331174e-1f));
-  y = _mm256_mul_ps(_mm256_mul_ps(y, m), z);
-  y = _mm256_fmadd_ps(e, _mm256_set1_ps(-2.12194440e-4f), y);
-  y = _mm256_fnmadd_ps(z, _mm256_set1_ps(0.5f), y);
-  m = _mm256_add_ps(m, y);
-  return _mm256_fmadd_ps(e, _mm256_set1_ps(0.693359375f), m);
-}
-
-// tanh(x) = sign(x) (1 - e) / (1 + e) with e = exp(-2|x|): no overflow, abs. error ~1e-7.
-inline F8 vtanh(F8 a) {
-  const F8 one = F8::set1(1.0f);
-  F8 e = vexp(F8{_mm256_mul_ps(vabs(a).v, _mm256_set1_ps(-2.0f))});
-  F8 r = (one - e) / (one + e);
-  return {_mm256_or_ps(r.v, _mm256_and_ps(a.v, _mm256_set1_ps(-0.0f)))};
-}
-// sigmoid(x) = 1 / (1 + e) for x >= 0 and e / (1 + e) below, e = exp(-|x|).
-inline F8 vsigmoid(F8 a) {
-  F8 e = vexp(F8{_mm256_sub_ps(_mm256_setzero_ps(), vabs(a).v)});
-  F8 r = F8::set1(1.0f) / (F8::set1(1.0f) + e);
-  return {_mm256_blendv_ps(r.v, (e * r).v, _mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_LT_OQ))};
-}
-// log sigmoid(x) = min(x, 0) - log1p(exp(-|x|)); log1p(u) = log(w) - ((w - 1) - u) / w,
-// w = 1 + u, which corrects the rounding of w (exact for tiny u).
-inline F8 vlogsigmoid(F8 a) {
-  const __m256 one = _mm256_set1_ps(1.0f);
-  __m256 u = vexp(F8{_mm256_sub_ps(_mm256_setzero_ps(), vabs(a).v)}).v;
-  __m256 w = _mm256_add_ps(one, u);
-  __m256 l1p = _mm256_sub_ps(log_ps(w), _mm256_div_ps(_mm256_sub_ps(_mm256_sub_ps(w, one), u), w));
-  return {_mm256_sub_ps(_mm256_min_ps(a.v, _mm256_setzero_ps()), l1p)};
-}
+// The transcendentals of common.h (Cephes exp/log, ~1 ulp; tanh and sigmoid without
+// overflow; the cells only ever take exp of arguments <= 0).
+inline F8 vexp(F8 a) { return {rnnx::exp_ps(a.v)}; }
+inline F8 vtanh(F8 a) { return {rnnx::tanh_ps(a.v)}; }
+inline F8 vsigmoid(F8 a) { return {rnnx::sigmoid_ps(a.v)}; }
+inline F8 vlogsigmoid(F8 a) { return {rnnx::logsigmoid_ps(a.v)}; }
 inline void reduce8(const F8* a0, const F8* a1, float* out) {
   const __m256 t0 = _mm256_hadd_ps(a0[0].v, a0[1].v), t1 = _mm256_hadd_ps(a0[2].v, a0[3].v);
   const __m256 t2 = _mm256_hadd_ps(a1[0].v, a1[1].v), t3 = _mm256_hadd_ps(a1[2].v, a1[3].v);
@@ -324,7 +258,7 @@ struct ElmanCell {
   static constexpr int G = 1, NST = 0, NSV = 0;
   static void fwd(const V* gx, const V* rec, V, V, const V*, V& h, V*, V*, int act) {
     V p = gx[0] + rec[0];
-    h = act == kRelu ? vmax(p, V::zero()) : vtanh(p);
+    h = act == kRelu ? vrelu(p) : vtanh(p);
   }
   static void bwd(const V*, V h, V, const V*, const V*, V dh, V*, V* dgx, V* drec, V& dhd,
                   int act) {

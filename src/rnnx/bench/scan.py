@@ -110,49 +110,30 @@ def _scan_fwd_bwd(a, b, structure, backend):
 
 
 def _kernel_prealloc(a, b, structure):
-    """The native kernel into a preallocated output: the same footing as ``pass``."""
-    scan_mod = sys.modules["rnnx.ops.scan"]
+    """The native kernel into a preallocated output: the same footing as ``pass`` (the C
+    function itself, without the operator's dispatch and checks)."""
+    from rnnx import _native
+    from rnnx._native.ops import _SCAN_DTYPES, _scan_strides
     from rnnx.ops.structure import as_structure
 
+    scan_mod = sys.modules["rnnx.ops.scan"]
     st = as_structure(structure)
     a_c, b_c, _, canon = scan_mod._canonicalize(a, b, None, st)
-    lib = scan_mod._lib()
+    lib = _native.load("scan")
     if lib is None or not scan_mod._native_supported(canon, b_c.dtype, b_c.device):
         return None
     out = torch.empty_like(b_c)
-    sfx = scan_mod._NATIVE_DTYPES[b_c.dtype]
+    sfx = _SCAN_DTYPES[b_c.dtype]
     threads = torch.get_num_threads()
+    sab, sat = _scan_strides(a_c, canon.B, canon.L)
     if canon.block:
         fn = getattr(lib, f"rnnx_scan_block_fwd_{sfx}")
-        sab, sat = scan_mod._strides(canon, canon.D * canon.k * canon.k)
-        return lambda: fn(
-            a_c.data_ptr(),
-            sab,
-            sat,
-            b_c.data_ptr(),
-            None,
-            out.data_ptr(),
-            canon.B,
-            canon.L,
-            canon.D,
-            canon.k,
-            0,
-            threads,
-        )
-    fn = getattr(lib, f"rnnx_scan_diag_fwd_{sfx}")
-    sab, sat = scan_mod._strides(canon, canon.D)
+        sizes = (canon.B, canon.L, canon.D, canon.k)
+    else:
+        fn = getattr(lib, f"rnnx_scan_diag_fwd_{sfx}")
+        sizes = (canon.B, canon.L, canon.D)
     return lambda: fn(
-        a_c.data_ptr(),
-        sab,
-        sat,
-        b_c.data_ptr(),
-        None,
-        out.data_ptr(),
-        canon.B,
-        canon.L,
-        canon.D,
-        0,
-        threads,
+        a_c.data_ptr(), sab, sat, b_c.data_ptr(), None, out.data_ptr(), *sizes, 0, threads
     )
 
 

@@ -16,8 +16,11 @@ What the base class guarantees, so that layers only write the math:
 
 * inputs are validated with errors that name the argument and the expected shape
   (wrong rank, wrong feature size, empty sequence or batch, non-float dtype,
-  ``lengths`` out of range, a state that does not match :meth:`init_state`, a ``dt``
-  given to a layer that is not continuous-time, NaN/inf when checks are on);
+  a state that does not match :meth:`init_state`, a ``dt`` given to a layer that is not
+  continuous-time; ``lengths`` out of range and ``dt <= 0`` for CPU tensors in eager
+  mode; NaN/inf, and those values on any device, when checks are on: no host
+  synchronisation and no data-dependent branch otherwise, so ``torch.compile`` traces
+  every layer whole);
 * ``state=None`` starts from :meth:`init_state`;
 * with ``lengths``, outputs at padded positions are zero, and (checked by the test
   matrix for every layer) the final state is the state after ``lengths[b]`` steps;
@@ -48,6 +51,7 @@ from rnnx._checks import (
     require_choice,
     require_finite,
     require_positive_int,
+    value_checks_enabled,
 )
 from rnnx._names import did_you_mean
 from rnnx._tree import State, flatten, leaf_paths
@@ -312,7 +316,9 @@ class RecurrentLayer(nn.Module):
                 f"dt: expected a scalar, shape ({B},) (one step per sequence) or "
                 f"({B}, {L}) (one step per time step), got shape {fmt_shape(dt.shape)}"
             )
-        if not bool(torch.isfinite(dt).all()) or bool((dt <= 0).any()):
+        if value_checks_enabled(dt) and (
+            not bool(torch.isfinite(dt).all()) or bool((dt <= 0).any())
+        ):
             raise ValueError("dt: expected finite step sizes > 0")
         return dt.to(device=x.device, dtype=self.state_dtype())
 

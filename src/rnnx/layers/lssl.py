@@ -273,6 +273,8 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
     def _cache_key(self, L: int, dtype: torch.dtype) -> tuple | None:
         """A key for the kernel cache, or None when the kernel must stay in the graph."""
         params = [self.A, self.B, self.log_dt, self.C]
+        if torch.compiler.is_compiling():
+            return None  # a compiled graph recomputes the kernel (no data pointers there)
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return None
         return (L, dtype, *((p.data_ptr(), p._version, p.device) for p in params))
@@ -301,5 +303,5 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
             y = y + krylov_response(self.C[:, :M].to(u.dtype), dA, Ax0, L)
         n = torch.full((Bsz,), L, device=u.device) if lengths is None else lengths
         last = krylov_state(dA, dB, _ssm.right_align(u_t, lengths))
-        last = last + matrix_power_apply(dA, n, state)
+        last = last + matrix_power_apply(dA, n, state, max_n=L)
         return y.permute(0, 3, 1, 2), last

@@ -20,13 +20,14 @@ Modes (all compute the same function; the test matrix checks it):
 
 * ``"sequential"``: the cell in a Python loop over time (the reference);
 * ``"fused"`` (default, and :meth:`step`): the same loop in one native CPU kernel
-  (:mod:`rnnx._native`, ``pararnn.cpp``), forward and backward; each (batch, feature)
-  runs its own loop since the recurrence is elementwise. Other devices, or a missing
-  compiler, run the Python loop;
+  (:func:`rnnx.ops.pararnn.sequence`, ``torch.ops.rnnx.pararnn``), forward and backward;
+  each (batch, feature) runs its own loop since the recurrence is elementwise. Other
+  devices, or a missing compiler, run the Python loop;
 * ``"newton"``: Newton's method over the whole sequence (:func:`rnnx.ops.newton_solve`),
   each iteration one :func:`rnnx.ops.scan`; gradients by the adjoint scan. On CPU the
   cell, its Jacobian and its vector-Jacobian product at all (batch, step) at once are
-  native kernels (one pass each); elsewhere :meth:`cell` with torch.func Jacobians.
+  native kernels (:mod:`rnnx.ops.pararnn`, one pass each); elsewhere :meth:`cell` with
+  torch.func Jacobians.
 
 ``mode="auto"`` (the default) runs ``"fused"`` on the CPU (one native pass over time is
 faster there than Newton's few scans) and ``"newton"`` on CUDA (where the fused loop
@@ -41,7 +42,6 @@ ParaGRU, forget gate f of ParaLSTM): -linspace(0, 1, H).
 
 from __future__ import annotations
 
-import ctypes
 import math
 from typing import Any, ClassVar
 
@@ -49,178 +49,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnx import _native
 from rnnx._checks import require_positive_int
 from rnnx.layers.base import register
 from rnnx.layers.cell import CellLayer
+from rnnx.ops import pararnn as pararnn_ops
+from rnnx.ops.pararnn import fused_available
 from rnnx.ops.structure import BlockDiagonal, Diagonal
 
 __all__ = ["ParaGRU", "ParaLSTM", "fused_available"]
-
-_SFX = {torch.float32: "f32", torch.float64: "f64"}
-_P, _I, _N = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-_configured: list[ctypes.CDLL] = []  # the library whose signatures are set
-
-
-def _lib() -> ctypes.CDLL | None:
-    lib = _native.load("pararnn")
-    # Compare the library object itself: _native.reset() makes load() return a new one.
-    if lib is not None and not (_configured and _configured[0] is lib):
-        for sfx in _SFX.values():
-            getattr(lib, f"rnnx_paragru_fwd_{sfx}").argtypes = [_P] * 5 + [_I] * 3 + [_N]
-            getattr(lib, f"rnnx_paragru_bwd_{sfx}").argtypes = [_P] * 9 + [_I] * 3 + [_N]
-            getattr(lib, f"rnnx_paralstm_fwd_{sfx}").argtypes = [_P] * 6 + [_I] * 3 + [_N]
-            getattr(lib, f"rnnx_paralstm_bwd_{sfx}").argtypes = [_P] * 11 + [_I] * 3 + [_N]
-            getattr(lib, f"rnnx_paragru_cell_{sfx}").argtypes = [_P] * 5 + [_I] * 2 + [_N]
-            getattr(lib, f"rnnx_paragru_cell_vjp_{sfx}").argtypes = [_P] * 7 + [_I] * 2 + [_N]
-            getattr(lib, f"rnnx_paralstm_cell_{sfx}").argtypes = [_P] * 6 + [_I] * 2 + [_N]
-            getattr(lib, f"rnnx_paralstm_cell_vjp_{sfx}").argtypes = [_P] * 9 + [_I] * 2 + [_N]
-            for kind in ("gru", "lstm"):
-                for d in ("fwd", "bwd", "cell", "cell_vjp"):
-                    getattr(lib, f"rnnx_para{kind}_{d}_{sfx}").restype = None
-        _configured[:] = [lib]
-    return lib
-
-
-def fused_available(x: Tensor) -> bool:
-    """Whether mode ``"fused"`` runs the native kernel for tensors like ``x`` (CPU,
-    float32/float64, kernel built); otherwise it runs the Python loop."""
-    return x.device.type == "cpu" and x.dtype in _SFX and _lib() is not None
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-class _FusedCell(torch.autograd.Function):
-    """The whole sequential recurrence of one cell kind in the native kernel."""
-
-    @staticmethod
-    def forward(ctx, kind, u, a, p, s0, lengths):  # type: ignore[override]
-        lib = _lib()
-        sfx = _SFX[u.dtype]
-        B, L, H3 = u.shape
-        H = H3 // 3
-        u, a, s0 = u.contiguous(), a.contiguous(), s0.contiguous()
-        threads = torch.get_num_threads()
-        if kind == "gru":
-            s = u.new_empty(B, L, H)
-            getattr(lib, f"rnnx_paragru_fwd_{sfx}")(
-                u.data_ptr(), a.data_ptr(), s0.data_ptr(), _ptr(lengths), s.data_ptr(),
-                B, L, H, threads,
-            )  # fmt: skip
-        else:
-            p = p.contiguous()
-            s = u.new_empty(B, L, H, 2)
-            getattr(lib, f"rnnx_paralstm_fwd_{sfx}")(
-                u.data_ptr(), a.data_ptr(), p.data_ptr(), s0.data_ptr(), _ptr(lengths),
-                s.data_ptr(), B, L, H, threads,
-            )  # fmt: skip
-        ctx.kind = kind
-        ctx.save_for_backward(u, a, p, s0, lengths, s)
-        return s
-
-    @staticmethod
-    def backward(ctx, gs):  # type: ignore[override]
-        u, a, p, s0, lengths, s = ctx.saved_tensors
-        lib = _lib()
-        sfx = _SFX[u.dtype]
-        B, L, H3 = u.shape
-        H = H3 // 3
-        gs = gs.contiguous()
-        du = torch.empty_like(u)
-        ga = torch.empty_like(a)
-        gs0 = torch.empty_like(s0)
-        gp = None
-        threads = torch.get_num_threads()
-        if ctx.kind == "gru":
-            getattr(lib, f"rnnx_paragru_bwd_{sfx}")(
-                u.data_ptr(), a.data_ptr(), s0.data_ptr(), _ptr(lengths), s.data_ptr(),
-                gs.data_ptr(), du.data_ptr(), ga.data_ptr(), gs0.data_ptr(), B, L, H, threads,
-            )  # fmt: skip
-        else:
-            gp = torch.empty_like(p)
-            getattr(lib, f"rnnx_paralstm_bwd_{sfx}")(
-                u.data_ptr(), a.data_ptr(), p.data_ptr(), s0.data_ptr(), _ptr(lengths),
-                s.data_ptr(), gs.data_ptr(), du.data_ptr(), ga.data_ptr(), gp.data_ptr(),
-                gs0.data_ptr(), B, L, H, threads,
-            )  # fmt: skip
-        return None, du, ga, gp, gs0, None
-
-
-def _rows(t: Tensor, width: int) -> Tensor:
-    """``t`` as contiguous rows ``(M, width)``: every leading index is one row."""
-    return t.reshape(-1, width).contiguous()
-
-
-def _cell_native(kind: str, hp: Tensor, u: Tensor, a: Tensor, p: Tensor | None, jac: bool):
-    """The cell at every leading index of ``hp`` (and, if ``jac``, its Jacobian)."""
-    lib = _lib()
-    sfx = _SFX[u.dtype]
-    H = u.shape[-1] // 3
-    n = hp.shape[-1]
-    h_rows, u_rows = _rows(hp, n), _rows(u, 3 * H)
-    M = h_rows.shape[0]
-    out = torch.empty_like(h_rows)
-    threads = torch.get_num_threads()
-    if kind == "gru":
-        J = torch.empty_like(h_rows) if jac else None
-        getattr(lib, f"rnnx_paragru_cell_{sfx}")(
-            u_rows.data_ptr(), a.data_ptr(), h_rows.data_ptr(), out.data_ptr(), _ptr(J),
-            M, H, threads,
-        )  # fmt: skip
-        J = None if J is None else J.view(hp.shape)
-    else:
-        J = h_rows.new_empty(M, H, 2, 2) if jac else None
-        getattr(lib, f"rnnx_paralstm_cell_{sfx}")(
-            u_rows.data_ptr(), a.data_ptr(), p.data_ptr(), h_rows.data_ptr(), out.data_ptr(),
-            _ptr(J), M, H, threads,
-        )  # fmt: skip
-        J = None if J is None else J.view(*hp.shape[:-1], H, 2, 2)
-    return out.view(hp.shape), J
-
-
-class _PointCell(torch.autograd.Function):
-    """The cell applied independently at every leading index (all steps at once), with
-    its native vector-Jacobian product: Newton's f evaluations and its one batched VJP."""
-
-    @staticmethod
-    def forward(ctx, kind, hp, u, a, p):  # type: ignore[override]
-        a = a.contiguous()
-        p = None if p is None else p.contiguous()
-        out, _ = _cell_native(kind, hp, u, a, p, jac=False)
-        ctx.kind = kind
-        ctx.shapes = (hp.shape, u.shape)
-        ctx.save_for_backward(hp, u, a, p)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
-        hp, u, a, p = ctx.saved_tensors
-        lib = _lib()
-        sfx = _SFX[u.dtype]
-        H = u.shape[-1] // 3
-        n = hp.shape[-1]
-        h_rows, u_rows, g_rows = _rows(hp, n), _rows(u, 3 * H), _rows(g, n)
-        M = h_rows.shape[0]
-        du = torch.empty_like(u_rows)
-        dhp = torch.empty_like(h_rows)
-        ga = torch.empty_like(a)
-        gp = None
-        threads = torch.get_num_threads()
-        if ctx.kind == "gru":
-            getattr(lib, f"rnnx_paragru_cell_vjp_{sfx}")(
-                u_rows.data_ptr(), a.data_ptr(), h_rows.data_ptr(), g_rows.data_ptr(),
-                du.data_ptr(), ga.data_ptr(), dhp.data_ptr(), M, H, threads,
-            )  # fmt: skip
-        else:
-            gp = torch.empty_like(p)
-            getattr(lib, f"rnnx_paralstm_cell_vjp_{sfx}")(
-                u_rows.data_ptr(), a.data_ptr(), p.data_ptr(), h_rows.data_ptr(),
-                g_rows.data_ptr(), du.data_ptr(), ga.data_ptr(), gp.data_ptr(), dhp.data_ptr(),
-                M, H, threads,
-            )  # fmt: skip
-        return None, dhp.view(hp.shape), du.view(u.shape), ga, gp
 
 
 class _ParaCell(CellLayer):
@@ -287,12 +123,10 @@ class _ParaCell(CellLayer):
             return self.a.to(dtype), None if p is None else p.to(dtype)
 
         def cell(h: Tensor, u: Tensor) -> Tensor:
-            return _PointCell.apply(kind, h, u, *params())
+            return pararnn_ops.cell(kind, h, u, *params())
 
         def value_and_jacobian(h: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
-            a, p = params()
-            with torch.no_grad():
-                return _cell_native(kind, h, u, a.contiguous(), p, jac=True)
+            return pararnn_ops.cell_and_jacobian(kind, h, u, *params())
 
         return cell, value_and_jacobian
 
@@ -310,7 +144,7 @@ class _ParaCell(CellLayer):
         lens = None if lengths is None else lengths.to(torch.int64).contiguous()
         p = self._peepholes()
         p = None if p is None else p.to(dtype)
-        s = _FusedCell.apply(self._kind, u, self.a.to(dtype), p, s0v, lens)
+        s = pararnn_ops.sequence(self._kind, u, self.a.to(dtype), p, s0v, lens)
         h = s.reshape(B, L, self.state_size)
         return self.readout(h, xs).to(x.dtype), h[:, -1].clone()
 

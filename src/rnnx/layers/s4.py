@@ -286,5 +286,5 @@ class S4(_ssm.BidirectionalMixin, RecurrentLayer):
             y = y + krylov_response(Cr[:, :M], dA, Az0, L)
         n = torch.full((Bsz,), L, device=u.device) if lengths is None else lengths
         last = krylov_state(dA, dB, _ssm.right_align(u_t, lengths))
-        last = last + matrix_power_apply(dA, n, z0)
+        last = last + matrix_power_apply(dA, n, z0, max_n=L)
         return y.permute(0, 3, 1, 2), real_to_half(last)

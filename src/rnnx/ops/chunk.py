@@ -45,7 +45,6 @@ does, arXiv 2312.06635 §4).
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -56,6 +55,7 @@ from torch import Tensor
 from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
+from rnnx._native import ops as native_ops
 
 __all__ = [
     "BACKENDS",
@@ -273,24 +273,23 @@ class _ChunkStateScan(torch.autograd.Function):
         N = S_in.shape[1]
         lam = torch.zeros_like(S_in[:, 0]) if dS_last is None else dS_last.contiguous()
         dU = torch.empty_like(S_in)
+        # chunk-major (N, B, ...): each product is written into a contiguous slice
+        # (torch.compile traces out= only into contiguous tensors)
+        full = torch.broadcast_shapes(gamma.shape, S_in.shape)
         dgamma = (
-            torch.empty(
-                torch.broadcast_shapes(gamma.shape, S_in.shape),
-                dtype=S_in.dtype,
-                device=S_in.device,
-            )
+            torch.empty((N, full[0], *full[2:]), dtype=S_in.dtype, device=S_in.device)
             if ctx.needs_input_grad[0]
             else None
         )
         for n in range(N - 1, -1, -1):
             dU[:, n] = lam
             if dgamma is not None:
-                torch.mul(lam, S_in[:, n], out=dgamma[:, n])
+                torch.mul(lam, S_in[:, n], out=dgamma[n])
             lam = lam * gamma[:, n]
             if dS_in is not None:
                 lam = lam + dS_in[:, n]
         if dgamma is not None:
-            dgamma = dgamma.sum_to_size(gamma.shape)
+            dgamma = dgamma.transpose(0, 1).sum_to_size(gamma.shape)
         return dgamma, dU, lam
 
 
@@ -412,91 +411,32 @@ def _gla_intra_torch(qc: Tensor, kc: Tensor, gc: Tensor) -> Tensor:
     return A.reshape(*lead, C, C)
 
 
-NATIVE_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_I64, _PTR, _INT = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-
-
-def native_lib() -> ctypes.CDLL | None:
-    """The C++ kernels of ``_native/chunk.cpp`` (GLA and mLSTM intra-chunk), or None."""
-    lib = _native.load("chunk")
-    if lib is not None and not getattr(lib, "_rnnx_ready", False):
-        signatures = {
-            "rnnx_gla_intra_fwd": [_PTR] * 4 + [_I64] * 3 + [_INT],
-            "rnnx_gla_intra_bwd": [_PTR] * 6 + [_I64] * 3 + [_INT],
-            "rnnx_mlstm_intra_fwd": [_PTR] * 8 + [_I64] * 2 + [_INT],
-            "rnnx_mlstm_intra_bwd": [_PTR] * 12 + [_I64] * 2 + [_INT],
-        }
-        for name, argtypes in signatures.items():
-            for sfx in NATIVE_SUFFIX.values():
-                fn = getattr(lib, f"{name}_{sfx}")
-                fn.argtypes = argtypes
-                fn.restype = None
-        lib._rnnx_ready = True
-    return lib
+NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
 def use_native(backend: str, dtype: torch.dtype, device: torch.device, what: str) -> bool:
-    """Whether an op uses its C++ kernel: decided by backend, dtype and device only."""
+    """Whether an op uses its C++ kernel (``_native/chunk.cpp``): decided by backend,
+    dtype, device and whether the kernel builds, never by values."""
     if backend not in ("auto", "native"):
         return False
-    ok = device.type == "cpu" and dtype in NATIVE_SUFFIX
+    ok = device.type == "cpu" and dtype in NATIVE_DTYPES
     if backend == "native" and not ok:
         raise ValueError(
             f"backend: 'native' supports CPU tensors of dtype float32/float64, "
             f"got {dtype} on {device}"
         )
-    available = ok and native_lib() is not None
+    available = ok and _native.available("chunk")
     if backend == "native" and not available:
         raise RuntimeError(
             f"backend: 'native' was requested but the native {what} kernel is unavailable: "
-            f"{_native.error('chunk') or 'disabled by RNNX_NATIVE=0'}"
+            f"{_native.unavailable_reason('chunk')}"
         )
     return available
 
 
 def native_available() -> bool:
     """Whether the native kernels are built and loadable here (builds them if needed)."""
-    return native_lib() is not None
-
-
-class _GlaIntraNative(torch.autograd.Function):
-    """The intra-chunk GLA matrix by the C++ kernel, with its hand-written backward."""
-
-    @staticmethod
-    def forward(ctx, qc: Tensor, kc: Tensor, gc: Tensor) -> Tensor:  # type: ignore[override]
-        lib = native_lib()
-        assert lib is not None
-        *lead, C, K = qc.shape
-        M = qc.numel() // (C * K)
-        q_, k_ = qc.contiguous(), kc.contiguous()
-        alpha = gc.exp().contiguous()
-        A = q_.new_empty(*lead, C, C)
-        sfx = NATIVE_SUFFIX[q_.dtype]
-        getattr(lib, f"rnnx_gla_intra_fwd_{sfx}")(
-            q_.data_ptr(), k_.data_ptr(), alpha.data_ptr(), A.data_ptr(), M, C, K,
-            torch.get_num_threads(),
-        )  # fmt: skip
-        ctx.save_for_backward(q_, k_, alpha)
-        return A
-
-    @staticmethod
-    def backward(ctx, dA: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
-        lib = native_lib()
-        assert lib is not None
-        q_, k_, alpha = ctx.saved_tensors
-        C, K = q_.shape[-2], q_.shape[-1]
-        M = q_.numel() // (C * K)
-        dA = dA.contiguous()
-        dq, dk = torch.empty_like(q_), torch.empty_like(k_)
-        sfx = NATIVE_SUFFIX[q_.dtype]
-        getattr(lib, f"rnnx_gla_intra_bwd_{sfx}")(
-            q_.data_ptr(), k_.data_ptr(), alpha.data_ptr(), dA.data_ptr(), dq.data_ptr(),
-            dk.data_ptr(), M, C, K, torch.get_num_threads(),
-        )  # fmt: skip
-        # e_ij = exp(G_i − G_j): dG = q·dq − k·dk, and g reaches every G after it
-        dG = q_ * dq - k_ * dk
-        dg = dG.flip(-2).cumsum(-2).flip(-2)
-        return dq, dk, dg
+    return _native.available("chunk")
 
 
 def _chunk_vector_decay(
@@ -517,7 +457,7 @@ def _chunk_vector_decay(
     kc = to_chunks(pad_time(k, Tp), C)
     vc = to_chunks(pad_time(v, Tp), C)
     gc = to_chunks(pad_time(g, Tp), C)
-    A = _GlaIntraNative.apply(qc, kc, gc) if native else _gla_intra_torch(qc, kc, gc)
+    A = native_ops.call("gla_intra", qc, kc, gc) if native else _gla_intra_torch(qc, kc, gc)
     G = gc.cumsum(-2)  # (B, N, H, C, K)
     G_last = G[..., -1:, :]  # (B, N, H, 1, K)
     U = (kc * (G_last - G).exp()).transpose(-1, -2) @ vc  # (B, N, H, K, V)

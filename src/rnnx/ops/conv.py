@@ -646,17 +646,23 @@ def krylov_state(dA: Tensor, dB: Tensor, u: Tensor, *, chunk: int = KRYLOV_CHUNK
 
 
 @fp32_under_autocast
-def matrix_power_apply(dA: Tensor, n: Tensor, x: Tensor) -> Tensor:
+def matrix_power_apply(dA: Tensor, n: Tensor, x: Tensor, *, max_n: int | None = None) -> Tensor:
     """Ā^{n_b} x_b with a power per sequence, by binary powers of Ā.
 
     Args:
         dA: ``(..., N, N)``; n: int64 ``(B,)`` >= 0; x: ``(B, ..., N)``.
+        max_n: an upper bound of ``n`` known from shapes (e.g. the sequence length):
+            the number of products then depends on it alone, with no host read of
+            ``n`` (which ``torch.compile`` cannot trace). Default: ``n.max()``.
 
     Returns:
         ``(B, ..., N)``; O(log max(n)) matrix products.
     """
     out = x
-    top = int(n.max()) if n.numel() else 0
+    if max_n is not None:
+        top = max_n
+    else:
+        top = int(n.max()) if n.numel() else 0
     power = dA
     bit = 0
     shape = (-1,) + (1,) * (x.dim() - 1)

@@ -44,8 +44,8 @@ from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_choice
+from rnnx._native import ops as native_ops
 from rnnx.ops.chunk import (
-    NATIVE_SUFFIX,
     check_gate,
     check_options,
     check_qkv,
@@ -54,7 +54,6 @@ from rnnx.ops.chunk import (
     compute_dtype,
     default_scale,
     from_chunks,
-    native_lib,
     pad_time,
     run_packed,
     stack_time,
@@ -125,47 +124,6 @@ def _mlstm_intra_torch(
     return W, W.sum(-1), m_i
 
 
-class _MlstmIntraNative(torch.autograd.Function):
-    """:func:`_mlstm_intra_torch` by the C++ kernel (one pass each way over the C×C
-    matrices); the gradient of m_i goes to the maximum, as autograd's does without ties."""
-
-    @staticmethod
-    def forward(ctx, scores, Fc, ic, m_in):  # type: ignore[override]
-        lib = native_lib()
-        assert lib is not None
-        S, F_, I_, m0 = (t.contiguous() for t in (scores, Fc, ic, m_in))
-        C = S.shape[-1]
-        M = S.numel() // (C * C)
-        W = torch.empty_like(S)
-        rs, m = torch.empty_like(F_), torch.empty_like(F_)
-        arg = torch.empty(F_.shape, dtype=torch.int32)
-        getattr(lib, f"rnnx_mlstm_intra_fwd_{NATIVE_SUFFIX[S.dtype]}")(
-            S.data_ptr(), F_.data_ptr(), I_.data_ptr(), m0.data_ptr(), W.data_ptr(),
-            rs.data_ptr(), m.data_ptr(), arg.data_ptr(), M, C, torch.get_num_threads(),
-        )  # fmt: skip
-        ctx.save_for_backward(S, F_, I_, m, arg)
-        return W, rs, m
-
-    @staticmethod
-    def backward(ctx, dW, drs, dm):  # type: ignore[override]
-        lib = native_lib()
-        assert lib is not None
-        S, F_, I_, m, arg = ctx.saved_tensors
-        C = S.shape[-1]
-        M = S.numel() // (C * C)
-        dW = torch.zeros_like(S) if dW is None else dW.contiguous()
-        drs = torch.zeros_like(F_) if drs is None else drs.contiguous()
-        dm = torch.zeros_like(F_) if dm is None else dm.contiguous()
-        dS, dF, dI = torch.empty_like(S), torch.empty_like(F_), torch.empty_like(F_)
-        dm0 = F_.new_empty(F_.shape[:-1])
-        getattr(lib, f"rnnx_mlstm_intra_bwd_{NATIVE_SUFFIX[S.dtype]}")(
-            S.data_ptr(), F_.data_ptr(), I_.data_ptr(), m.data_ptr(), arg.data_ptr(),
-            dW.data_ptr(), drs.data_ptr(), dm.data_ptr(), dS.data_ptr(), dF.data_ptr(),
-            dI.data_ptr(), dm0.data_ptr(), M, C, torch.get_num_threads(),
-        )  # fmt: skip
-        return dS, dF, dI, dm0
-
-
 def _mlstm_chunk(
     q: Tensor,
     k: Tensor,
@@ -210,7 +168,7 @@ def _mlstm_chunk(
 
     scores = qc @ kc.transpose(-1, -2)  # (B, N, H, C, C)
     if native:
-        Wt, row_sum, m_i = _MlstmIntraNative.apply(scores, Fc, ic, m_in_t)
+        Wt, row_sum, m_i = native_ops.call("mlstm_intra", scores, Fc, ic, m_in_t)
     else:
         Wt, row_sum, m_i = _mlstm_intra_torch(scores, Fc, ic, m_in_t)
     q_in = qc * torch.exp(Fc + m_in_t.unsqueeze(-1) - m_i).unsqueeze(-1)

@@ -23,9 +23,9 @@ Two backends compute the same function:
 * ``"reference"`` (:func:`rnn_sequence_reference`): a readable loop over time in plain
   PyTorch, differentiated by autograd; the test oracle and the fallback (any device).
 * ``"native"``: a fused C++ kernel for CPU float32/float64 (:mod:`rnnx._native`, built on
-  first use): per step the recurrent product and the gate nonlinearities are fused, and
-  backward through time runs in native code too (a custom autograd Function; the weight
-  gradient is one large product over all steps afterwards).
+  first use), the operator ``torch.ops.rnnx.rnn``: per step the recurrent product and the
+  gate nonlinearities are fused, and backward through time runs in native code too
+  (``rnnx::rnn_bwd``; the weight gradient is one large product over all steps afterwards).
 
 ``backend="auto"`` picks ``"native"`` for CPU float32/float64 tensors when the kernel
 builds, and the reference otherwise (one :class:`rnnx.RnnxWarning` if the build fails).
@@ -33,7 +33,6 @@ builds, and the reference otherwise (one :class:`rnnx.RnnxWarning` if the build 
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +43,7 @@ from torch import Tensor
 from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_choice, require_tensor
+from rnnx._native import ops as native_ops
 
 __all__ = [
     "BACKENDS",
@@ -64,16 +64,14 @@ BACKENDS: tuple[str, ...] = ("auto", "native", "reference")
 class _Cell:
     gates: int
     states: tuple[str, ...]
-    native: str  # name of the kernel family in rnn.cpp
-    act: int  # Elman's nonlinearity: 0 tanh, 1 relu
 
 
 _CELLS: dict[str, _Cell] = {
-    "elman_tanh": _Cell(1, ("h",), "elman", 0),
-    "elman_relu": _Cell(1, ("h",), "elman", 1),
-    "lstm": _Cell(4, ("h", "c"), "lstm", 0),
-    "gru": _Cell(3, ("h",), "gru", 0),
-    "slstm": _Cell(4, ("h", "c", "n", "m"), "slstm", 0),
+    "elman_tanh": _Cell(1, ("h",)),
+    "elman_relu": _Cell(1, ("h",)),
+    "lstm": _Cell(4, ("h", "c")),
+    "gru": _Cell(3, ("h",)),
+    "slstm": _Cell(4, ("h", "c", "n", "m")),
 }
 CELLS: tuple[str, ...] = tuple(_CELLS)
 
@@ -272,207 +270,12 @@ def _validate(
 
 # --------------------------------------------------------------------------- native
 
-_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
-_I64 = ctypes.c_int64
-_PTR = ctypes.c_void_p
-_INT = ctypes.c_int
-# how threads share a step: -1 the kernel's own choice (see make_plan in rnn.cpp), 0 units,
-# 1 batch rows. Only for measurements; results are identical either way.
-_THREAD_POLICY = -1
-
-
-def _lib() -> ctypes.CDLL | None:
-    lib = _native.load("rnn")
-    # argtypes are set once per loaded library object (a reload gets them again)
-    if lib is not None and not getattr(lib, "_rnnx_rnn_ready", False):
-        for fam in ("elman", "lstm", "gru", "slstm"):
-            for sfx in _SUFFIX.values():
-                name = f"{fam}_{sfx}"
-                getattr(lib, f"rnnx_rnn_layout_{name}").argtypes = [_PTR]
-                f = getattr(lib, f"rnnx_rnn_packed_size_{name}")
-                f.argtypes, f.restype = [_I64, _I64], _I64
-                f = getattr(lib, f"rnnx_rnn_pack_{name}")
-                f.argtypes, f.restype = [_PTR, _PTR, _I64, _I64], None
-                f = getattr(lib, f"rnnx_rnn_fwd_{name}")
-                f.argtypes = [
-                    *[_PTR, _I64, _I64],  # gx
-                    *[_PTR] * 4,  # R, bias_hn, state0, lengths
-                    *[_PTR, _I64, _I64],  # y
-                    *[_PTR] * 3,  # stseq, saved, final
-                    *[_I64] * 4,
-                    *[_INT] * 4,
-                ]
-                f.restype = None
-                f = getattr(lib, f"rnnx_rnn_bwd_{name}")
-                f.argtypes = [
-                    *[_PTR] * 3,  # packed R, state0, lengths
-                    *[_PTR, _I64, _I64],  # y
-                    *[_PTR] * 2,  # stseq, saved
-                    *[_PTR, _I64, _I64],  # dy
-                    *[_PTR] * 3,  # dfinal, dgx, drec
-                    *[_I64] * 2,  # dgx/drec strides
-                    _PTR,  # dstate0
-                    *[_I64] * 4,
-                    *[_INT] * 4,
-                ]
-                f.restype = None
-        lib._rnnx_rnn_ready = True
-    return lib
+_NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
 def native_rnn_available() -> bool:
     """Whether the native RNN kernel is built and loadable here (builds it if needed)."""
-    return _lib() is not None
-
-
-def _layout(lib: ctypes.CDLL, name: str) -> tuple[int, int, int]:
-    """(G, number of states besides h, number of saved values per unit) of a kernel."""
-    out = (ctypes.c_int64 * 3)()
-    getattr(lib, f"rnnx_rnn_layout_{name}")(ctypes.cast(out, _PTR))
-    return out[0], out[1], out[2]
-
-
-def _empty_like_layout(like: Tensor, features: int) -> Tensor:
-    """An empty ``(B, T, features)`` tensor stored like ``like``: time-major (the rows
-    of one step contiguous) when ``like`` is, batch-first otherwise."""
-    B, T = like.shape[:2]
-    if like.stride(0) < like.stride(1):
-        return like.new_empty(T, B, features).transpose(0, 1)
-    return like.new_empty(B, T, features)
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-@dataclass(frozen=True)
-class _Config:
-    cell: str
-    name: str  # kernel name, e.g. "lstm_f32"
-    act: int
-    num_heads: int
-    reverse: bool
-
-
-def _native_forward(cfg: _Config, gx: Tensor, w: Tensor, bias_hn, state0: Tensor, lengths, save):
-    """Run the forward kernel. state0: (S, B, H) contiguous. Returns y, final (S, B, H),
-    and (when ``save``) the per-step states and saved values backward needs."""
-    lib = _lib()
-    assert lib is not None
-    B, T, _ = gx.shape
-    S, _, H = state0.shape
-    _, NST, NSV = _layout(lib, cfg.name)
-    if gx.stride(2) != 1:
-        gx = gx.contiguous()
-    # Time-major storage: the rows of one step are contiguous (see _time_major).
-    y = _empty_like_layout(gx, H)
-    final = gx.new_empty(S, B, H)
-    stseq = gx.new_empty(T, B, NST, H) if (save and NST) else None
-    saved = gx.new_empty(T, B, NSV, H) if (save and NSV) else None
-    getattr(lib, f"rnnx_rnn_fwd_{cfg.name}")(
-        gx.data_ptr(),
-        gx.stride(0),
-        gx.stride(1),
-        w.data_ptr(),
-        _ptr(bias_hn),
-        state0.data_ptr(),
-        _ptr(lengths),
-        y.data_ptr(),
-        y.stride(0),
-        y.stride(1),
-        _ptr(stseq),
-        _ptr(saved),
-        final.data_ptr(),
-        B,
-        T,
-        H,
-        cfg.num_heads,
-        int(cfg.reverse),
-        cfg.act,
-        torch.get_num_threads(),
-        _THREAD_POLICY,
-    )
-    return y, final, stseq, saved
-
-
-class _NativeRnnFunction(torch.autograd.Function):
-    """The fused kernel under autograd: native forward and native backward through time."""
-
-    @staticmethod
-    def forward(ctx, gx, w, bias_hn, state0, lengths, cfg: _Config):  # type: ignore[override]
-        w = w.contiguous()
-        y, final, stseq, saved = _native_forward(cfg, gx, w, bias_hn, state0, lengths, True)
-        ctx.save_for_backward(w, state0, y, stseq, saved, lengths)
-        ctx.cfg = cfg
-        ctx.has_bias = bias_hn is not None
-        ctx.set_materialize_grads(False)
-        return y, final
-
-    @staticmethod
-    def backward(ctx, dy, dfinal):  # type: ignore[override]
-        w, state0, y, stseq, saved, lengths = ctx.saved_tensors
-        cfg: _Config = ctx.cfg
-        lib = _lib()
-        assert lib is not None
-        S, B, H = state0.shape
-        T = y.shape[1]
-        NH = cfg.num_heads
-        DH = H // NH
-        G = w.shape[0] // H
-        packed = w.new_empty(getattr(lib, f"rnnx_rnn_packed_size_{cfg.name}")(H, NH))
-        getattr(lib, f"rnnx_rnn_pack_{cfg.name}")(w.data_ptr(), packed.data_ptr(), H, NH)
-        if dy is not None and dy.stride(2) != 1:
-            dy = dy.contiguous()
-        dfinal = None if dfinal is None else dfinal.contiguous()
-        dgx = _empty_like_layout(y, G * H)
-        drec = _empty_like_layout(y, G * H) if cfg.cell == "gru" else None
-        dstate0 = y.new_empty(S, B, H)
-        getattr(lib, f"rnnx_rnn_bwd_{cfg.name}")(
-            packed.data_ptr(),
-            state0.data_ptr(),
-            _ptr(lengths),
-            y.data_ptr(),
-            y.stride(0),
-            y.stride(1),
-            _ptr(stseq),
-            _ptr(saved),
-            _ptr(dy),
-            0 if dy is None else dy.stride(0),
-            0 if dy is None else dy.stride(1),
-            _ptr(dfinal),
-            dgx.data_ptr(),
-            _ptr(drec),
-            dgx.stride(0),
-            dgx.stride(1),
-            dstate0.data_ptr(),
-            B,
-            T,
-            H,
-            NH,
-            int(cfg.reverse),
-            cfg.act,
-            torch.get_num_threads(),
-            _THREAD_POLICY,
-        )
-        dr = dgx if drec is None else drec
-        dw = db = None
-        if ctx.needs_input_grad[1]:
-            # dR[g, head, j, k] = sum_{b,t} drec[b, t, g, head, j] h_prev[b, t, head, k]
-            # (over rows (t, b) in time-major order: no copy when y and dr are stored so)
-            h0 = state0[0].unsqueeze(0)
-            y_t = y.transpose(0, 1)
-            h_prev = torch.cat([y_t[1:], h0], 0) if cfg.reverse else torch.cat([h0, y_t[:-1]], 0)
-            d_rows = dr.transpose(0, 1).reshape(T * B, G * H)
-            h_rows = h_prev.reshape(T * B, H)
-            if NH == 1:
-                dw = d_rows.t() @ h_rows
-            else:
-                a = d_rows.reshape(T * B, G, NH, DH).permute(2, 1, 3, 0).reshape(NH, G * DH, T * B)
-                bm = h_rows.reshape(T * B, NH, DH).transpose(0, 1)
-                dw = torch.bmm(a, bm).reshape(NH, G, DH, DH).transpose(0, 1).reshape(G * H, DH)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = dr[..., 2 * H : 3 * H].sum((0, 1))
-        return dgx, dw, db, dstate0, None, None
+    return _native.available("rnn")
 
 
 # --------------------------------------------------------------------------- public
@@ -532,17 +335,16 @@ def rnn_sequence(
             num_heads=num_heads,
         )
     _validate(cell, gx, weight_hh, state, bias_hn, lengths, num_heads)
-    supported = gx.device.type == "cpu" and gx.dtype in _SUFFIX
+    supported = gx.device.type == "cpu" and gx.dtype in _NATIVE_DTYPES
     if backend == "native" and not supported:
         raise ValueError(
             f"backend: 'native' supports CPU float32/float64 tensors, got {gx.dtype} on {gx.device}"
         )
-    lib = _lib() if supported else None
-    if lib is None:
+    if not (supported and _native.available("rnn")):
         if backend == "native":
             raise RuntimeError(
                 "backend: 'native' was requested but the native RNN kernel is unavailable: "
-                f"{_native.error('rnn') or 'disabled by RNNX_NATIVE=0'}"
+                f"{_native.unavailable_reason('rnn')}"
             )
         return rnn_sequence_reference(
             cell,
@@ -554,18 +356,11 @@ def rnn_sequence(
             reverse=reverse,
             num_heads=num_heads,
         )
-    spec = _CELLS[cell]
-    cfg = _Config(cell, f"{spec.native}_{_SUFFIX[gx.dtype]}", spec.act, num_heads, bool(reverse))
     state0 = torch.stack(state, 0) if len(state) > 1 else state[0].unsqueeze(0)
-    state0 = state0.contiguous()
-    if lengths is not None:
-        lengths = lengths.contiguous()
-    bias = None if bias_hn is None else bias_hn.contiguous()
-    tensors = (gx, weight_hh, state0) + (() if bias is None else (bias,))
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        y, final = _NativeRnnFunction.apply(gx, weight_hh, bias, state0, lengths, cfg)
-    else:
-        y, final, _, _ = _native_forward(
-            cfg, gx, weight_hh.contiguous(), bias, state0, lengths, False
-        )
+    # Time-major storage (the rows of one step contiguous) when gx is stored so: the
+    # outputs and gradients follow, and the weight gradient's product needs no copy.
+    time_major = gx.stride(0) < gx.stride(1)
+    y, final = native_ops.call(
+        "rnn", cell, gx, weight_hh, bias_hn, state0, lengths, num_heads, bool(reverse), time_major
+    )
     return y, tuple(final.unbind(0))

@@ -19,7 +19,9 @@ recurrences (``num_heads > 1``) and cells torch.nn does not have (sLSTM).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -39,6 +41,24 @@ def _op(cell: str):
         "elman_tanh": torch._VF.rnn_tanh,
         "elman_relu": torch._VF.rnn_relu,
     }[cell]
+
+
+def _no_flat_weights_warning() -> contextlib.AbstractContextManager[None]:
+    """Silence cuDNN's warning that the weights are not one flat buffer. Our parameters
+    are separate tensors: cuDNN copies them into one per call (a few MB) and warns about
+    it; the copy is the price of keeping torch.nn's parameter layout, so the warning says
+    nothing new. Under ``torch.compile`` nothing is silenced (changing the warning
+    filters is a side effect Dynamo cannot trace: a graph break)."""
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return _ignoring_flat_weights_warning()
+
+
+@contextlib.contextmanager
+def _ignoring_flat_weights_warning() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk.*")
+        yield
 
 
 @fp32_under_autocast
@@ -79,11 +99,7 @@ def rnn_cudnn(
         raise ValueError(f"cell: the fused op has {CUDNN_CELLS}, got {cell!r}")
     op = _op(cell)
     hx = state if cell == "lstm" else state[0]
-    with warnings.catch_warnings():
-        # Our parameters are separate tensors, not views of one flat buffer: cuDNN copies
-        # them into one per call (a few MB) and warns about it; the copy is the price of
-        # keeping torch.nn's parameter layout, so the warning says nothing new.
-        warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk.*")
+    with _no_flat_weights_warning():
         if lengths is None:
             out = op(x, hx, weights, bias, num_layers, dropout, train, bidirectional, True)
             y, final = out[0], tuple(out[1:])

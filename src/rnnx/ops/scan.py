@@ -13,8 +13,9 @@ Three implementations compute the same function:
   state across chunks, and one fix-up adds each chunk's incoming state. O(L) work
   and O(sqrt(L)) Python steps.
 * ``"native"``: a C++ kernel for CPU tensors (diagonal real/complex, block-diagonal
-  real), built on first use (:mod:`rnnx._native`). It streams contiguous rows, so
-  its forward pass costs about one read of ``a`` and ``b`` and one write of ``h``.
+  real), built on first use (:mod:`rnnx._native`), the operator ``torch.ops.rnnx.scan``
+  (adjoint: ``rnnx::scan_adjoint``). It streams contiguous rows, so its forward pass
+  costs about one read of ``a`` and ``b`` and one write of ``h``.
 
 The fast implementations are differentiated by the adjoint (reverse) scan, not by
 autograd through their steps: with g_t = dL/dh_t,
@@ -29,7 +30,6 @@ gradients, as in ``torch.mul``'s backward).
 
 from __future__ import annotations
 
-import ctypes
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -40,6 +40,7 @@ from torch import Tensor
 from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_tensor
+from rnnx._native import ops as native_ops
 from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal, Structure, as_structure
 
 Backend = Literal["auto", "native", "chunked", "reference"]
@@ -293,73 +294,12 @@ def _shifted_adjoint_coeffs(a: Tensor, canon: _Canon, reverse: bool) -> Tensor:
 # --------------------------------------------------------------------------- native
 
 
-_NATIVE_DTYPES = {
-    torch.float32: "f32",
-    torch.float64: "f64",
-    torch.complex64: "c64",
-    torch.complex128: "c128",
-}
-_I64 = ctypes.c_int64
-_PTR = ctypes.c_void_p
-_INT = ctypes.c_int
-
-
-def _lib() -> ctypes.CDLL | None:
-    lib = _native.load("scan")
-    # The argument types live on the CDLL object. After _native.reset() the library is
-    # loaded again as a new object whose functions must be typed again; untyped, ctypes
-    # would pass 64-bit pointers and sizes as C ints and the kernel would crash.
-    if lib is not None and not getattr(lib, "_rnnx_typed", False):
-        for kind in ("diag", "block"):
-            for sfx in _NATIVE_DTYPES.values():
-                if kind == "block" and sfx.startswith("c"):
-                    continue
-                extra = [_I64] if kind == "block" else []
-                fwd = getattr(lib, f"rnnx_scan_{kind}_fwd_{sfx}")
-                fwd.argtypes = [
-                    _PTR,
-                    _I64,
-                    _I64,
-                    _PTR,
-                    _PTR,
-                    _PTR,
-                    _I64,
-                    _I64,
-                    _I64,
-                    *extra,
-                    _INT,
-                    _INT,
-                ]
-                fwd.restype = None
-                adj = getattr(lib, f"rnnx_scan_{kind}_adj_{sfx}")
-                adj.argtypes = [
-                    _PTR,
-                    _I64,
-                    _I64,
-                    _PTR,
-                    _PTR,
-                    _PTR,
-                    _PTR,
-                    _PTR,
-                    _PTR,
-                    _I64,
-                    _I64,
-                    _PTR,
-                    _I64,
-                    _I64,
-                    _I64,
-                    *extra,
-                    _INT,
-                    _INT,
-                ]
-                adj.restype = None
-        lib._rnnx_typed = True
-    return lib
+_NATIVE_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 def native_available() -> bool:
     """Whether the native scan kernel is built and loadable here (builds it if needed)."""
-    return _lib() is not None
+    return _native.available("scan")
 
 
 def _native_supported(canon: _Canon, dtype: torch.dtype, device: torch.device) -> bool:
@@ -368,112 +308,22 @@ def _native_supported(canon: _Canon, dtype: torch.dtype, device: torch.device) -
     return not (canon.block and dtype.is_complex)
 
 
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-def _strides(canon: _Canon, inner: int) -> tuple[int, int]:
-    """Element strides of a canonical ``a`` (or its gradient) over batch and time."""
-    sat = inner if canon.La > 1 else 0
-    sab = (canon.La * inner) if canon.Ba > 1 else 0
-    return sab, sat
-
-
-def _native_forward(a: Tensor, x: Tensor, h0: Tensor | None, canon: _Canon, reverse: bool):
-    lib = _lib()
-    assert lib is not None
-    sfx = _NATIVE_DTYPES[x.dtype]
-    h = torch.empty_like(x)
-    threads = torch.get_num_threads()
-    if canon.block:
-        sab, sat = _strides(canon, canon.D * canon.k * canon.k)
-        getattr(lib, f"rnnx_scan_block_fwd_{sfx}")(
-            a.data_ptr(),
-            sab,
-            sat,
-            x.data_ptr(),
-            _ptr(h0),
-            h.data_ptr(),
-            canon.B,
-            canon.L,
-            canon.D,
-            canon.k,
-            int(reverse),
-            threads,
-        )
-    else:
-        sab, sat = _strides(canon, canon.D)
-        getattr(lib, f"rnnx_scan_diag_fwd_{sfx}")(
-            a.data_ptr(),
-            sab,
-            sat,
-            x.data_ptr(),
-            _ptr(h0),
-            h.data_ptr(),
-            canon.B,
-            canon.L,
-            canon.D,
-            int(reverse),
-            threads,
-        )
-    return h
-
-
-def _native_adjoint(a, g, gF, h, h0, canon: _Canon, reverse: bool, need_a: bool, need_h0: bool):
-    lib = _lib()
-    assert lib is not None
-    sfx = _NATIVE_DTYPES[h.dtype]
-    lam = torch.empty_like(h)
-    ga = None
-    if need_a:
-        reduced = (canon.Ba == 1 and canon.B > 1) or (canon.La == 1 and canon.L > 1)
-        ga = torch.zeros_like(a) if reduced else torch.empty_like(a)
-    gh0 = torch.empty_like(h0) if (need_h0 and h0 is not None) else None
-    threads = torch.get_num_threads()
-    inner = canon.D * canon.k * canon.k if canon.block else canon.D
-    sab, sat = _strides(canon, inner)
-    args = [
-        a.data_ptr(),
-        sab,
-        sat,
-        g.data_ptr(),
-        _ptr(gF),
-        h.data_ptr(),
-        _ptr(h0),
-        lam.data_ptr(),
-        _ptr(ga),
-        sab,
-        sat,
-        _ptr(gh0),
-        canon.B,
-        canon.L,
-        canon.D,
-    ]
-    if canon.block:
-        getattr(lib, f"rnnx_scan_block_adj_{sfx}")(*args, canon.k, int(reverse), threads)
-    else:
-        getattr(lib, f"rnnx_scan_diag_adj_{sfx}")(*args, int(reverse), threads)
-    return lam, ga, gh0
-
-
 # --------------------------------------------------------------------------- autograd
 
 
 class _ScanFunction(torch.autograd.Function):
-    """Scan with the adjoint backward; ``impl`` is "native" or "chunked"."""
+    """The chunked scan with the adjoint backward (the native kernel is the operator
+    ``torch.ops.rnnx.scan``, whose autograd formula is the same adjoint by its kernel)."""
 
     @staticmethod
-    def forward(ctx, a, x, h0, canon: _Canon, reverse: bool, impl: str):  # type: ignore[override]
-        if impl == "native":
-            h = _native_forward(a, x, h0, canon, reverse)
+    def forward(ctx, a, x, h0, canon: _Canon, reverse: bool):  # type: ignore[override]
+        if reverse:
+            h = _chunked_forward(a.flip(1), x.flip(1), h0, canon.block).flip(1)
         else:
-            if reverse:
-                h = _chunked_forward(a.flip(1), x.flip(1), h0, canon.block).flip(1)
-            else:
-                h = _chunked_forward(a, x, h0, canon.block)
+            h = _chunked_forward(a, x, h0, canon.block)
         last = (h[:, 0] if reverse else h[:, -1]).clone()
         ctx.save_for_backward(a, h, h0)
-        ctx.canon, ctx.reverse, ctx.impl = canon, reverse, impl
+        ctx.canon, ctx.reverse = canon, reverse
         return h, last
 
     @staticmethod
@@ -484,10 +334,7 @@ class _ScanFunction(torch.autograd.Function):
         need_a, _need_x, need_h0 = ctx.needs_input_grad[:3]
         g = torch.zeros_like(h) if g_h is None else g_h.contiguous()
         gF = None if g_last is None else g_last.contiguous()
-        if ctx.impl == "native":
-            lam, ga, gh0 = _native_adjoint(a, g, gF, h, h0, canon, reverse, need_a, need_h0)
-            return ga, lam, gh0, None, None, None
-        # chunked: the adjoint as a forward scan over flipped time (forward original)
+        # the adjoint as a forward scan over flipped time (forward original)
         coeff = _shifted_adjoint_coeffs(a, canon, reverse)
         if reverse:
             lam = _chunked_forward(coeff, g, gF, canon.block)
@@ -511,7 +358,7 @@ class _ScanFunction(torch.autograd.Function):
             gh0 = _apply(
                 canon.block, a0.conj().transpose(-1, -2) if canon.block else a0.conj(), lam0
             )
-        return ga, lam, gh0, None, None, None
+        return ga, lam, gh0, None, None
 
 
 # --------------------------------------------------------------------------- public
@@ -568,12 +415,15 @@ def scan(
                 f"(and complex64/complex128 for Diagonal()), got {b_c.dtype} on "
                 f"{b_c.device} with {st}"
             )
-        lib = _lib() if ok else None
-        if backend == "native" and lib is None:
+        built = ok and _native.available("scan")
+        if backend == "native" and not built:
             raise RuntimeError(
                 "backend: 'native' was requested but the native scan kernel is unavailable: "
-                f"{_native.error('scan') or 'disabled by RNNX_NATIVE=0'}"
+                f"{_native.unavailable_reason('scan')}"
             )
-        impl = "native" if lib is not None else "chunked"
-    h, last = _ScanFunction.apply(a_c, b_c, h0_c, canon, reverse, impl)
+        impl = "native" if built else "chunked"
+    if impl == "native":
+        h, last = native_ops.call("scan", a_c, b_c, h0_c, bool(reverse))
+    else:
+        h, last = _ScanFunction.apply(a_c, b_c, h0_c, canon, reverse)
     return h.reshape(b.shape), last.reshape(b.shape[0], *b.shape[2:])

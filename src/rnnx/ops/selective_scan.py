@@ -22,7 +22,8 @@ Backends (the same function; chosen by explicit ``backend``, never by values or 
 
 * ``"reference"``: :func:`selective_scan_reference`, a loop over time in plain PyTorch
   (linear-cost autograd). The oracle of the tests.
-* ``"native"``: a fused C++ kernel (``rnnx/_native/selective_scan.cpp``). The state
+* ``"native"``: a fused C++ kernel (``rnnx/_native/selective_scan.cpp``; the operator
+  ``torch.ops.rnnx.selective_scan``). The state
   (D, N) of a sequence stays in cache while the kernel walks time, computing Ā on the
   fly and y_t = C_t·h_t at once, with softplus, bias, D and the z gate in the same pass:
   nothing of size (batch, length, D, N) is ever written.
@@ -39,7 +40,6 @@ Backends (the same function; chosen by explicit ``backend``, never by values or 
 
 from __future__ import annotations
 
-import ctypes
 from typing import Literal
 
 import torch
@@ -49,6 +49,7 @@ from torch import Tensor
 from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
+from rnnx._native import ops as native_ops
 from rnnx.ops.scan import scan
 
 Backend = Literal["auto", "native", "chunked", "reference"]
@@ -60,13 +61,6 @@ __all__ = [
     "selective_scan",
     "selective_scan_reference",
 ]
-
-# Channels per unit of work in the native kernel (a multiple of the 8 float lanes of AVX2):
-# 64 in the forward (state + A of a unit: 2 x 64 x N floats, in L1 for N = 16), 32 in the
-# backward, which also keeps the states and transitions of one chunk (2 x chunk x 32 x N).
-_FWD_BLOCK = 64
-_BWD_BLOCK = 32
-
 
 # --------------------------------------------------------------------------- validation
 
@@ -283,6 +277,16 @@ def _chunk_states(u, dt, A, B, C, h, negative):
     return y.reshape(b, K, dim), last
 
 
+def _chunk_loop(u, dt, A, B, C, h, chunk: int, negative: bool):
+    """All chunks one after another (y (b, L, D), last state), under plain autograd."""
+    ys = []
+    for t0 in range(0, u.shape[1], chunk):
+        sl = slice(t0, t0 + chunk)
+        y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative)
+        ys.append(y)
+    return (torch.cat(ys, 1) if ys else u.new_zeros(u.shape)), h
+
+
 class _ChunkedScan(torch.autograd.Function):
     """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward."""
 
@@ -327,156 +331,12 @@ class _ChunkedScan(torch.autograd.Function):
 
 # --------------------------------------------------------------------------- native
 
-_NATIVE_DTYPES = {torch.float32: "f32", torch.float64: "f64"}
-_I64 = ctypes.c_int64
-_PTR = ctypes.c_void_p
-_INT = ctypes.c_int
-
-
-def _lib() -> ctypes.CDLL | None:
-    lib = _native.load("selective_scan")
-    # argtypes are set on each loaded library object (a reload after _native.reset() is
-    # a new object that must not be called with default int conversions)
-    if lib is not None and not getattr(lib, "_rnnx_ready", False):
-        for sfx in _NATIVE_DTYPES.values():
-            fwd = getattr(lib, f"rnnx_sscan_fwd_{sfx}")
-            # u delta A B C Dskip z bias | softplus | h0 out hlast ckpt offsets ckpt_off |
-            # S D N G K block | negative nthreads
-            fwd.argtypes = [_PTR] * 8 + [_INT] + [_PTR] * 6 + [_I64] * 6 + [_INT, _INT]
-            fwd.restype = None
-            bwd = getattr(lib, f"rnnx_sscan_bwd_{sfx}")
-            # u delta A B C Dskip z bias | softplus | ckpt gout ghlast gu gdelta gz gA gD gbias
-            # gB gC gh0 offsets ckpt_off | S D N G K block | negative nthreads
-            bwd.argtypes = [_PTR] * 8 + [_INT] + [_PTR] * 14 + [_I64] * 6 + [_INT, _INT]
-            bwd.restype = None
-            blocks = getattr(lib, f"rnnx_sscan_blocks_{sfx}")
-            blocks.argtypes = [_I64, _I64, _I64]
-            blocks.restype = _I64
-        lib._rnnx_ready = True
-    return lib
+_NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
 def native_available() -> bool:
     """Whether the native selective-scan kernel is built and loadable (builds it if needed)."""
-    return _lib() is not None
-
-
-def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
-def _checkpoint_offsets(offsets: Tensor, chunk: int) -> Tensor:
-    """Index of each sequence's first checkpoint: one per ``chunk`` steps of it."""
-    per_seq = (offsets[1:] - offsets[:-1] + chunk - 1) // chunk
-    return torch.cat([offsets.new_zeros(1), per_seq.cumsum(0)])
-
-
-class _NativeScan(torch.autograd.Function):
-    """The fused kernel on rows: u, delta, z (R, D); B, C (R, G, N); sequences at
-    ``offsets``. Softplus, bias, the D skip and the z gate run inside the kernel."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, Dskip, z, bias, h0, offsets, softplus, chunk, negative):  # type: ignore[override]
-        lib = _lib()
-        assert lib is not None
-        sfx = _NATIVE_DTYPES[u.dtype]
-        R, D = u.shape
-        G, N = B.shape[1], B.shape[2]
-        S = offsets.numel() - 1
-        need_grad = any(ctx.needs_input_grad[:9])
-        ckpt_off = _checkpoint_offsets(offsets, chunk) if need_grad else None
-        ckpt = u.new_empty((int(ckpt_off[-1]), D, N)) if need_grad else None
-        out = u.new_empty((R, D))
-        h_last = u.new_empty((S, D, N))
-        getattr(lib, f"rnnx_sscan_fwd_{sfx}")(
-            u.data_ptr(),
-            delta.data_ptr(),
-            A.data_ptr(),
-            B.data_ptr(),
-            C.data_ptr(),
-            _ptr(Dskip),
-            _ptr(z),
-            _ptr(bias),
-            int(softplus),
-            _ptr(h0),
-            out.data_ptr(),
-            h_last.data_ptr(),
-            _ptr(ckpt),
-            offsets.data_ptr(),
-            _ptr(ckpt_off),
-            S,
-            D,
-            N,
-            G,
-            chunk,
-            _FWD_BLOCK,
-            int(negative),
-            torch.get_num_threads(),
-        )
-        if need_grad:
-            ctx.save_for_backward(u, delta, A, B, C, Dskip, z, bias, ckpt, offsets, ckpt_off)
-        ctx.options = (softplus, chunk, negative, h0 is not None)
-        return out, h_last
-
-    @staticmethod
-    def backward(ctx, g_out, g_last):  # type: ignore[override]
-        u, delta, A, B, C, Dskip, z, bias, ckpt, offsets, ckpt_off = ctx.saved_tensors
-        softplus, chunk, negative, has_h0 = ctx.options
-        lib = _lib()
-        assert lib is not None
-        sfx = _NATIVE_DTYPES[u.dtype]
-        R, D = u.shape
-        G, N = B.shape[1], B.shape[2]
-        S = offsets.numel() - 1
-        g_out = torch.zeros_like(u) if g_out is None else g_out.contiguous()
-        g_last = None if g_last is None else g_last.contiguous()
-        nblk = getattr(lib, f"rnnx_sscan_blocks_{sfx}")(D, G, _BWD_BLOCK)
-        gu, gdelta = torch.empty_like(u), torch.empty_like(delta)
-        gz = None if z is None else torch.empty_like(z)
-        gA_part = u.new_empty((S, D, N))
-        gD_part = None if Dskip is None else u.new_empty((S, D))
-        gbias_part = None if bias is None else u.new_empty((S, D))
-        gB_part = u.new_empty((nblk, R, G, N))
-        gC_part = u.new_empty((nblk, R, G, N))
-        gh0 = u.new_empty((S, D, N)) if (has_h0 and ctx.needs_input_grad[8]) else None
-        getattr(lib, f"rnnx_sscan_bwd_{sfx}")(
-            u.data_ptr(),
-            delta.data_ptr(),
-            A.data_ptr(),
-            B.data_ptr(),
-            C.data_ptr(),
-            _ptr(Dskip),
-            _ptr(z),
-            _ptr(bias),
-            int(softplus),
-            ckpt.data_ptr(),
-            g_out.data_ptr(),
-            _ptr(g_last),
-            gu.data_ptr(),
-            gdelta.data_ptr(),
-            _ptr(gz),
-            gA_part.data_ptr(),
-            _ptr(gD_part),
-            _ptr(gbias_part),
-            gB_part.data_ptr(),
-            gC_part.data_ptr(),
-            _ptr(gh0),
-            offsets.data_ptr(),
-            ckpt_off.data_ptr(),
-            S,
-            D,
-            N,
-            G,
-            chunk,
-            _BWD_BLOCK,
-            int(negative),
-            torch.get_num_threads(),
-        )
-        gB = gB_part.sum(0) if nblk > 1 else gB_part[0]
-        gC = gC_part.sum(0) if nblk > 1 else gC_part[0]
-        gD = None if gD_part is None else gD_part.sum(0)
-        gbias = None if gbias_part is None else gbias_part.sum(0)
-        return (gu, gdelta, gA_part.sum(0), gB, gC, gD, gz, gbias, gh0) + (None,) * 4
+    return _native.available("selective_scan")
 
 
 # --------------------------------------------------------------------------- packing
@@ -569,38 +429,39 @@ def selective_scan(
             raise ValueError(
                 f"backend: 'native' supports CPU tensors (float32/float64), got {u.device}"
             )
-        lib = _lib() if ok else None
-        if backend == "native" and lib is None:
+        built = ok and _native.available("selective_scan")
+        if backend == "native" and not built:
             raise RuntimeError(
                 "backend: 'native' was requested but the native selective-scan kernel is "
-                f"unavailable: {_native.error('selective_scan') or 'disabled by RNNX_NATIVE=0'}"
+                f"unavailable: {_native.unavailable_reason('selective_scan')}"
             )
-        impl = "native" if lib is not None else "chunked"
+        impl = "native" if built else "chunked"
     batch, length, dim = u.shape
     N = A.shape[1]
     if impl == "native":
-        offsets = torch.arange(batch + 1, dtype=torch.int64) * length if cu is None else cu.clone()
+        offsets = torch.arange(batch + 1, dtype=torch.int64) * length if cu is None else cu
 
         def rows(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.to(cdt).reshape(batch * length, *t.shape[2:])
 
         def flat(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(cdt).contiguous()
+            return None if t is None else t.to(cdt)
 
-        out, h_last = _NativeScan.apply(
-            rows(u).contiguous(),
-            rows(delta).contiguous(),
+        out, h_last = native_ops.call(
+            "selective_scan",
+            rows(u),
+            rows(delta),
             flat(A),
-            rows(B).contiguous(),
-            rows(C).contiguous(),
+            rows(B),
+            rows(C),
             flat(D),
-            None if z is None else rows(z).contiguous(),
+            rows(z),
             flat(delta_bias),
             flat(initial_state),
             offsets,
-            delta_softplus,
+            bool(delta_softplus),
             chunk_size,
-            negative_eigenvalues,
+            bool(negative_eigenvalues),
         )
         out = out.reshape(batch, length, dim).to(u.dtype)
         return out, (h_last if output_final_state else None)
@@ -618,7 +479,12 @@ def selective_scan(
         up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
     if h0 is None:
         h0 = uc.new_zeros((n_seq, dim, N))
-    y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+    if torch.compiler.is_compiling():
+        # torch.compile cannot trace the recomputing backward (autograd.grad inside a
+        # Function): the compiled graph differentiates the chunk loop itself
+        y, h_last = _chunk_loop(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+    else:
+        y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
     if cu is not None:
         y = y[mask].unsqueeze(0)
     out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)

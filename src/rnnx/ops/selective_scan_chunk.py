@@ -74,6 +74,16 @@ def _pad(t: Tensor, pad: int, value: float) -> Tensor:
     return torch.cat([t, filler], 1)
 
 
+def _addcmul_into(out: Tensor, x: Tensor, a: Tensor, b: Tensor) -> None:
+    """out = x + a * b, written into the view ``out`` (no temporary in eager mode; under
+    ``torch.compile``, which cannot write ``out=`` into a strided view, a copy that the
+    compiler fuses)."""
+    if torch.compiler.is_compiling():
+        out.copy_(torch.addcmul(x, a, b))
+    else:
+        torch.addcmul(x, a, b, out=out)
+
+
 def _chunk_states(a: Tensor, x: Tensor, h0: Tensor, Q: int) -> tuple[Tensor, Tensor, Tensor]:
     """Every state of h_t = a_t h_{t-1} + x_t, chunk by chunk (module docstring).
 
@@ -87,7 +97,7 @@ def _chunk_states(a: Tensor, x: Tensor, h0: Tensor, Q: int) -> tuple[Tensor, Ten
     local = torch.empty_like(xc)
     local[:, :, 0] = xc[:, :, 0]
     for j in range(1, Q):
-        torch.addcmul(xc[:, :, j], ac[:, :, j], local[:, :, j - 1], out=local[:, :, j])
+        _addcmul_into(local[:, :, j], xc[:, :, j], ac[:, :, j], local[:, :, j - 1])
     prod = torch.cumprod(ac, 2)
     h_in = torch.empty((b, nc, D, N), dtype=x.dtype, device=x.device)
     carry = h0
@@ -108,7 +118,7 @@ def _chunk_adjoint(a: Tensor, g: Tensor, g_last: Tensor, Q: int) -> tuple[Tensor
     local = torch.empty_like(gc)
     local[:, :, -1] = gc[:, :, -1]
     for j in range(Q - 2, -1, -1):
-        torch.addcmul(gc[:, :, j], ac[:, :, j + 1], local[:, :, j + 1], out=local[:, :, j])
+        _addcmul_into(local[:, :, j], gc[:, :, j], ac[:, :, j + 1], local[:, :, j + 1])
     # suffix[j] = a_{j+1} ... a_{Q-1} (1 at the last step), whole[c] = a_0 ... a_{Q-1}
     rev = torch.cumprod(ac.flip(2), 2).flip(2)  # a_j ... a_{Q-1}
     suffix = torch.cat([rev[:, :, 1:], torch.ones_like(rev[:, :, :1])], 2)
@@ -155,7 +165,7 @@ class _SelectiveChunk(torch.autograd.Function):
         xc = x.view(b, nc, Q, D, N)
         local[:, :, 0] = xc[:, :, 0]
         for j in range(1, Q):
-            torch.addcmul(xc[:, :, j], ac[:, :, j], local[:, :, j - 1], out=local[:, :, j])
+            _addcmul_into(local[:, :, j], xc[:, :, j], ac[:, :, j], local[:, :, j - 1])
         h = torch.addcmul(local, torch.cumprod(ac, 2), h_in.unsqueeze(2)).view(b, L, D, N)
         del local, xc, x
         # y = C h: dC, and the gradient reaching every state

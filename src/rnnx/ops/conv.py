@@ -104,6 +104,18 @@ def _chunk_len(per_position: int, total: int) -> int:
 CONV_SLICE_ELEMENTS = 1 << 20
 
 
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast of ``shapes``, or None if they do not broadcast. (Not
+    ``torch.broadcast_shapes``: its first call imports about 500 modules, 34 MiB.)"""
+    out: list[int] = []
+    for i in range(1, max(map(len, shapes), default=0) + 1):
+        sizes = {s[-i] for s in shapes if len(s) >= i} - {1}
+        if len(sizes) > 1:
+            return None
+        out.insert(0, sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
 def _rows(t: Tensor, b0: int, b1: int) -> Tensor:
     """Rows ``b0:b1`` of the sliced (first) dimension, or all of a broadcast one."""
     return t if t.shape[0] == 1 else t[b0:b1]
@@ -139,8 +151,7 @@ class _FFTConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, k, k_rev, n: int, out_pos: int):  # type: ignore[override]
         L = x.shape[-1]
-        ops = [t for t in (x, k, k_rev) if t is not None]
-        batch = torch.broadcast_shapes(*(t.shape[:-1] for t in ops))
+        batch = _broadcast(*(tuple(t.shape[:-1]) for t in (x, k, k_rev) if t is not None))
         kf = None if k is None else torch.fft.rfft(k, n=n)
         if k_rev is not None:  # the anticausal term: correlation with k_rev
             kbf = torch.fft.rfft(k_rev, n=n).conj()
@@ -263,16 +274,15 @@ def fft_conv(u: Tensor, k: Tensor | None, k_rev: Tensor | None = None, *, dim: i
             t = t[..., :L]
         kernels.append(t)
     given = [t for t in kernels if t is not None]
-    try:
-        batch = torch.broadcast_shapes(x.shape[:-1], *(t.shape[:-1] for t in given))
-    except RuntimeError:
+    batch = _broadcast(tuple(x.shape[:-1]), *(tuple(t.shape[:-1]) for t in given))
+    if batch is None:
         got = ", ".join(
             f"{n} {fmt_shape(t.shape)}" for n, t in zip(("k", "k_rev"), kernels) if t is not None
         )
         raise ValueError(
             f"k, k_rev: expected leading dimensions that broadcast against u's "
             f"{fmt_shape(x.shape[:-1])} (u without its time axis), got {got}"
-        ) from None
+        )
     work = torch.promote_types(torch.result_type(u, given[0]), torch.float32)
     for t in given[1:]:
         work = torch.promote_types(work, t.dtype)

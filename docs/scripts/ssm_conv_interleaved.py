@@ -12,6 +12,8 @@ their outputs compared, and forward+backward timed::
         /tmp/rnnx-before/src --rounds 7
 
 Prints a markdown table: median ms of each version, before / after (> 1: faster now).
+On a loaded machine ``--threads 1 --clock cpu`` (the process's CPU time, one thread)
+is far steadier than wall time.
 """
 
 from __future__ import annotations
@@ -64,8 +66,16 @@ def main() -> None:
     ap.add_argument("--state", type=int, default=64)
     ap.add_argument("--only", default="", help="comma-separated case indices")
     ap.add_argument("--quick", action="store_true", help="tiny shapes (a smoke run)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or this process's CPU time (steadier on a loaded machine with "
+        "--threads 1: no time waiting for the CPU, no threads spinning)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     other = load_other(args.before)
     pick = {int(i) for i in args.only.split(",") if i.strip()}
     print("| layer | B | L | H | before ms | after ms | before / after | max abs diff |")
@@ -91,9 +101,9 @@ def main() -> None:
         for r in range(args.rounds):
             pair = [("before", old), ("after", new)]
             for tag, layer in pair if r % 2 == 0 else pair[::-1]:
-                t0 = time.perf_counter()
+                t0 = clock()
                 run(layer)
-                times[tag].append(time.perf_counter() - t0)
+                times[tag].append(clock() - t0)
         b, a = (statistics.median(times[t]) * 1e3 for t in ("before", "after"))
         label = name + (" (bidirectional)" if kw.get("bidirectional") else "")
         print(f"| {label} | {B} | {L} | {H} | {b:.0f} | {a:.0f} | {b / a:.2f} | {diff:.1e} |")

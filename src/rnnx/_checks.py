@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from typing import overload
 
 import torch
 from torch import Tensor
@@ -158,6 +159,17 @@ def check_lengths(lengths: object, batch: int, length: int, device: torch.device
     return lengths.to(device=device, dtype=torch.long)
 
 
-def length_mask(lengths: Tensor, length: int) -> Tensor:
-    """Boolean mask ``(batch, length)``: True where position < lengths[b]."""
+@overload
+def length_mask(lengths: Tensor, length: int) -> Tensor: ...
+@overload
+def length_mask(lengths: None, length: int) -> None: ...
+def length_mask(lengths: Tensor | None, length: int) -> Tensor | None:
+    """The padding mask: boolean ``(batch, length)``, True at real steps (position
+    ``t < lengths[b]``), False at padding; None when there are no ``lengths``.
+
+    The one spelling of the mask in rnnx (layers, ops and models use it); on the
+    device of ``lengths`` (:func:`check_lengths` puts them on the input's).
+    """
+    if lengths is None:
+        return None
     return torch.arange(length, device=lengths.device)[None, :] < lengths[:, None]

@@ -92,3 +92,15 @@ def test_default_is_s4d_lin_and_unidirectional():
 def test_bad_init():
     with pytest.raises(ValueError, match=r"init: expected one of \['lin', 'inv', 'legs', 'real'\]"):
         S4D(4, init="hippo")
+
+
+def test_loads_checkpoints_that_name_the_projection_out_proj():
+    """S4D's GLU projection was ``out_proj`` before it used the shared output block."""
+    torch.manual_seed(0)
+    layer = S4D(3, d_state=4)
+    old = {k.replace("output.proj.", "out_proj."): v for k, v in layer.state_dict().items()}
+    assert "out_proj.weight" in old
+    fresh = S4D(3, d_state=4)
+    fresh.load_state_dict(old, strict=True)
+    x = torch.randn(2, 5, 3)
+    assert torch.equal(fresh(x)[0], layer(x)[0])

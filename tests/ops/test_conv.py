@@ -1,6 +1,6 @@
-"""SSM convolution kernels against readable references: FFT convolution, Vandermonde,
-Cauchy (+ Woodbury), Krylov by squaring; gradients by gradcheck; long sequences stay
-chunked (no (..., N, L) tensor)."""
+"""SSM convolution kernels against readable references: the FFT convolution against its
+direct-sum oracle (``fft_conv_reference``), Vandermonde, Cauchy (+ Woodbury), Krylov by
+squaring; gradients by gradcheck; long sequences stay chunked (no (..., N, L) tensor)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import rnnx.layers as layers
 from rnnx.ops import conv
 from rnnx.ops.conv import (
     cauchy_kernel,
+    causal_conv_fft,
     dplr_bilinear_kernel,
     fft_conv,
+    fft_conv_reference,
     krylov,
     krylov_kernel,
     krylov_response,
@@ -55,6 +57,126 @@ def test_fft_conv_matches_direct_sums():
     assert_close(fft_conv(u, k), _direct_conv(u, k), rtol=1e-12)
     assert_close(fft_conv(u, k, kr), _direct_conv(u, k, kr), rtol=1e-12)
     assert_close(fft_conv(u, None, kr), _direct_conv(u, 0 * k, kr), rtol=1e-12)
+
+
+def test_fft_conv_reference_is_the_impulse_response():
+    """The oracle itself: an impulse at s returns the kernel from s on (causal) and the
+    kernel reversed up to s (anticausal); a unit kernel returns the input."""
+    k, kr = torch.randn(3, 5, dtype=f64), torch.randn(3, 4, dtype=f64)
+    u = torch.zeros(3, 9, dtype=f64)
+    u[:, 2] = 1
+    zero = torch.zeros(3, 4, dtype=f64)
+    y = fft_conv_reference(u, k)
+    assert torch.equal(y, torch.cat([zero[:, :2], k, zero[:, :2]], -1))
+    y = fft_conv_reference(u, None, kr)
+    assert torch.equal(y, torch.cat([kr[:, :3].flip(-1), zero, zero[:, :2]], -1))
+    assert torch.equal(fft_conv_reference(u, k, kr), fft_conv_reference(u, k) + y)
+    v = torch.randn(2, 9, 3, dtype=f64)
+    one = torch.zeros(3, 4, dtype=f64)
+    one[:, 0] = 1
+    assert torch.equal(fft_conv_reference(v, one, dim=1), v)
+    assert torch.equal(fft_conv_reference(v, None, one, dim=1), v)
+
+
+def test_fft_conv_reference_matches_the_double_loop():
+    """The oracle against the plainest loop over (t, s) pairs, with and without k_rev."""
+    u = torch.randn(2, 1, 3, 11, dtype=f64)
+    k = torch.randn(4, 3, 11, dtype=f64)
+    kr = torch.randn(4, 3, 7, dtype=f64)
+    assert_close(fft_conv_reference(u, k), _direct_conv(u, k), rtol=1e-12)
+    assert_close(fft_conv_reference(u, k, kr), _direct_conv(u, k, kr), rtol=1e-12)
+    assert_close(fft_conv_reference(u[..., :5], k), _direct_conv(u[..., :5], k), rtol=1e-12)
+
+
+# (u shape, dim, k shape or None, k_rev shape or None): the layouts the layers use (S4D:
+# (B, L, H) with a kernel per feature or per sequence; LSSL and S4: (B, L, H, 1) with M
+# channels per feature), the last-axis layout, kernels shorter and longer than L,
+# broadcasting in both directions, and a 1-D signal.
+_CONV_CASES = [
+    ((3, 9, 4), 1, (4, 9), None),
+    ((3, 9, 4), 1, (4, 9), (4, 9)),
+    ((3, 9, 4), -2, (3, 4, 5), (4, 12)),
+    ((3, 9, 4, 1), 1, (4, 2, 9), (4, 2, 6)),
+    ((2, 1, 3, 11), -1, (4, 3, 11), (4, 3, 7)),
+    ((1, 9, 4), 1, (3, 4, 9), None),
+    ((2, 3, 8), -1, None, (3, 8)),
+    ((9,), 0, (5,), (3,)),
+]
+
+
+def _conv_inputs(case, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u_shape, dim, k_shape, kr_shape = case
+    u = torch.randn(u_shape, generator=g, dtype=f64)
+    k = None if k_shape is None else torch.randn(k_shape, generator=g, dtype=f64)
+    kr = None if kr_shape is None else torch.randn(kr_shape, generator=g, dtype=f64)
+    return u, k, kr, dim
+
+
+@pytest.mark.parametrize("slices", ["one", "many"])
+@pytest.mark.parametrize("case", _CONV_CASES)
+def test_fft_conv_outputs_and_gradients_match_reference(monkeypatch, case, slices):
+    """Outputs (contiguous, in the caller's layout) and the gradients of the input and
+    of both kernels, against autograd through the direct sums; ``many``: slices of one
+    batch row, so the slice loop and the gradient accumulation across slices run."""
+    if slices == "many":
+        monkeypatch.setattr(conv, "CONV_SLICE_ELEMENTS", 1)
+    u, k, kr, dim = _conv_inputs(case)
+    leaves = [t.requires_grad_() for t in (u, k, kr) if t is not None]
+    y = fft_conv(u, k, kr, dim=dim)
+    ref = fft_conv_reference(u, k, kr, dim=dim)
+    assert y.shape == ref.shape and y.is_contiguous()
+    assert_close(y, ref, rtol=1e-12)
+    gy = torch.randn_like(ref)
+    got = torch.autograd.grad(y, leaves, gy)
+    want = torch.autograd.grad(ref, leaves, gy)
+    for a, b in zip(got, want):
+        assert_close(a, b, rtol=1e-11)
+
+
+@pytest.mark.parametrize("case", _CONV_CASES)
+def test_fft_conv_gradcheck(monkeypatch, case):
+    monkeypatch.setattr(conv, "CONV_SLICE_ELEMENTS", 16)  # a few slices
+    u, k, kr, dim = _conv_inputs(case)
+    args = [None if t is None else t.requires_grad_() for t in (u, k, kr)]
+    assert torch.autograd.gradcheck(lambda u, k, kr: fft_conv(u, k, kr, dim=dim), args)
+
+
+def test_fft_conv_dtypes():
+    """At least float32 (the FFT has no half path); float64 kernels are not rounded."""
+    u = torch.randn(2, 9, 3)
+    k = torch.randn(3, 9, dtype=f64)
+    assert fft_conv(u, k, dim=1).dtype == f64
+    assert fft_conv(u.half(), k.float(), dim=1).dtype == torch.float32
+    assert causal_conv_fft(u.double(), k).dtype == f64
+
+
+def test_fft_conv_under_autocast():
+    """Under bfloat16 autocast the convolution runs in float32 on the rounded inputs
+    (there is no bfloat16 FFT), and the input's gradient comes back in its dtype."""
+    u = torch.randn(2, 9, 3).bfloat16().requires_grad_()
+    k = torch.randn(3, 9).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = fft_conv(u, k, k.flip(-1), dim=1)
+    assert y.dtype == torch.float32
+    assert_close(y, fft_conv(u.float(), k.float(), k.float().flip(-1), dim=1), rtol=1e-6)
+    y.sum().backward()
+    assert u.grad.dtype == torch.bfloat16 and torch.isfinite(u.grad.float()).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k": None}, "k, k_rev: expected at least one kernel"),
+        ({"dim": 3}, "dim: expected an axis of u"),
+        ({"k": torch.randn(5, 9)}, "k, k_rev: expected leading dimensions that broadcast"),
+        ({"k": torch.randn(4, 0)}, r"k: expected a kernel \(\.\.\., Lk\), Lk >= 1"),
+    ],
+)
+def test_fft_conv_bad_input(kwargs, match):
+    args = {"k": torch.randn(4, 9), "dim": 1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        fft_conv(torch.randn(2, 9, 4), args["k"], dim=args["dim"])
 
 
 def _vander_inputs(batch=(3,), N=5, seed=0):

@@ -68,15 +68,9 @@ def l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:
     return x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + eps)
 
 
-def valid_steps(lengths: Tensor | None, B: int, L: int, device: torch.device) -> Tensor | None:
-    """Boolean ``(B, L)``: True at real steps, False at padding (None without lengths)."""
-    if lengths is None:
-        return None
-    return torch.arange(L, device=device)[None, :] < lengths[:, None]
-
-
 def where_valid(valid: Tensor | None, x: Tensor, fill: float) -> Tensor:
-    """``x`` at real steps, ``fill`` at padded ones; ``x`` is ``(B, L, ...)``."""
+    """``x`` at real steps, ``fill`` at padded ones; ``x`` is ``(B, L, ...)``, ``valid``
+    the padding mask :func:`rnnx._checks.length_mask` (or None: no padding)."""
     if valid is None:
         return x
     mask = valid.view(*valid.shape, *([1] * (x.dim() - 2)))

@@ -2,20 +2,22 @@
 
 Not a layer module (the leading underscore keeps it out of the registry): the trainable
 log-step, the continuous-time ``dt`` rules, ``lengths`` handling, the bidirectional
-guard and the output block.
+guard, the output block, and :class:`ConvolutionalSSM`, the base of the three layers
+with a convolutional view (LSSL, S4, S4D).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._amp import fp32_under_autocast
-from rnnx._checks import require_positive_int
+from rnnx._checks import length_mask, require_positive_int
+from rnnx.layers.base import RecurrentLayer
 
 
 def check_dt_range(dt_min: float, dt_max: float) -> None:
@@ -55,17 +57,10 @@ def time_invariant_steps(log_dt: Tensor, dt: Tensor | None) -> Tensor:
     return step
 
 
-def valid_mask(lengths: Tensor | None, L: int, device: torch.device) -> Tensor | None:
-    """``(B, L)`` bool, True at real (unpadded) steps; None without lengths."""
-    if lengths is None:
-        return None
-    return torch.arange(L, device=device) < lengths[:, None]
-
-
 def zero_padding(u: Tensor, lengths: Tensor | None) -> Tensor:
     """``u (B, L, H)`` with padded steps set to zero (they then never move a state that
     starts from zero, and an SSM's state only decays through them)."""
-    mask = valid_mask(lengths, u.shape[1], u.device)
+    mask = length_mask(lengths, u.shape[1])
     if mask is None:
         return u
     return u * mask.unsqueeze(-1).to(u.dtype)
@@ -158,6 +153,57 @@ class BidirectionalMixin:
         return super().step(x_chunk, state, dt=dt)  # type: ignore[misc]
 
 
+class ConvolutionalSSM(BidirectionalMixin, RecurrentLayer):
+    """The base of the linear time-invariant SSM layers with a convolutional view
+    (LSSL, S4, S4D): their modes, and the one dispatch of ``forward``.
+
+    A subclass sets ``paper`` and ``bidirectional`` and implements ``_conv``, ``_scan``
+    and ``_recurrent`` (each ``(u (B, L, H), state, lengths, dt) -> (y, state)`` on the
+    SSM's input ``u`` in the state dtype) and ``_mix(y, u)``, the output block after the
+    SSM (skip term D u, activation, projection to ``d_model``).
+    """
+
+    modes: ClassVar[tuple[str, ...]] = ("conv", "scan", "recurrent")
+    default_mode: ClassVar[str] = "conv"
+    reference_mode: ClassVar[str] = "recurrent"
+    step_mode: ClassVar[str] = "recurrent"
+    continuous_time: ClassVar[bool] = True
+    family: ClassVar[str] = "linear time-invariant SSM"
+
+    def _forward(
+        self,
+        x: Tensor,
+        state: Tensor,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        u = x.to(self.state_dtype())
+        if self.bidirectional or mode == "conv":
+            # the backward direction reads padding first; the convolution runs over it
+            u = zero_padding(u, lengths)
+        if mode == "conv":
+            y, new_state = self._conv(u, state, lengths, dt)
+        elif mode == "scan":
+            y, new_state = self._scan(u, state, lengths, dt)
+        else:
+            y, new_state = self._recurrent(u, state, lengths, dt)
+        return self._mix(y, u).to(x.dtype), new_state
+
+    def _conv(self, u: Tensor, state: Tensor, lengths: Tensor | None, dt: Tensor | None):
+        raise NotImplementedError
+
+    def _scan(self, u: Tensor, state: Tensor, lengths: Tensor | None, dt: Tensor | None):
+        raise NotImplementedError
+
+    def _recurrent(self, u: Tensor, state: Tensor, lengths: Tensor | None, dt: Tensor | None):
+        raise NotImplementedError
+
+    def _mix(self, y: Tensor, u: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
 def require_even(name: str, value: int) -> int:
     require_positive_int(name, value)
     if value % 2:
@@ -217,7 +263,7 @@ def diagonal_mimo(
     else:
         Bsz, L, P = b.shape
         a = dA.expand(Bsz, L, P)
-        mask = valid_mask(lengths, L, u.device)
+        mask = length_mask(lengths, L)
         s, hs = state, []
         for t, (a_t, b_t) in enumerate(zip(a.unbind(1), b.unbind(1))):
             s_new = a_t * s + b_t

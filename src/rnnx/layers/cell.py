@@ -43,7 +43,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from rnnx._checks import require_positive_int
+from rnnx._checks import length_mask, require_positive_int
 from rnnx.layers.base import RecurrentLayer
 from rnnx.ops.newton import (
     Init,
@@ -155,7 +155,7 @@ class CellLayer(RecurrentLayer):
         if lengths is not None:
             # Padded steps are the identity map (Jacobian I, any structure), so the
             # final state is the last one and garbage never enters the state.
-            keep = (torch.arange(x.shape[1], device=x.device) < lengths.unsqueeze(1)).unsqueeze(-1)
+            keep = length_mask(lengths, x.shape[1]).unsqueeze(-1)
             u = (u, keep)
 
             def step(h: Tensor, uk: Any) -> Tensor:

@@ -31,13 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnx._checks import require_positive_int
+from rnnx._checks import length_mask, require_positive_int
 from rnnx.layers._chunked import (
     HeadRMSNorm,
     l2norm,
     pick_heads,
     scaled_dim,
-    valid_steps,
     where_valid,
 )
 from rnnx.layers.base import RecurrentLayer, register
@@ -121,7 +120,7 @@ class _DeltaBase(RecurrentLayer):
         beta = torch.sigmoid(self.b_proj(u))
         if self.allow_neg_eigval:
             beta = 2 * beta
-        valid = valid_steps(lengths, B, L, u.device)
+        valid = length_mask(lengths, L)
         return q, k, v, where_valid(valid, beta, 0.0), valid, conv_state
 
     def transition_eigenvalues(self, x: Tensor) -> Tensor:

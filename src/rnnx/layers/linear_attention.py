@@ -26,13 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnx._checks import require_positive_int
+from rnnx._checks import length_mask, require_positive_int
 from rnnx.layers._chunked import (
     HeadLayerNorm,
     HeadRMSNorm,
     pick_heads,
     scaled_dim,
-    valid_steps,
     where_valid,
 )
 from rnnx.layers.base import RecurrentLayer, register
@@ -134,7 +133,7 @@ class LinearAttention(_LinearAttentionBase):
         v = self.v_proj(u).view(B, L, H, dk)
         if self.normalize:
             v = torch.cat([v, torch.ones_like(v[..., :1])], -1)
-        k = where_valid(valid_steps(lengths, B, L, x.device), k, 0.0)
+        k = where_valid(length_mask(lengths, L), k, 0.0)
         o, new_state = linear_attention(
             q, k, v, initial_state=state, output_final_state=True,
             chunk_size=self.chunk_size, scale=1.0, backend=_backend(mode),
@@ -224,7 +223,7 @@ class RetNet(_LinearAttentionBase):
         q = self.q_proj(u).view(B, L, H, dk)
         k = self.k_proj(u).view(B, L, H, dk)
         v = self.v_proj(u).view(B, L, H, dv)
-        valid = valid_steps(lengths, B, L, x.device)
+        valid = length_mask(lengths, L)
         log_decay = self.log_decay.to(u.dtype)
         theta = self._theta().to(x.device)
         scale = dk**-0.5
@@ -330,7 +329,7 @@ class GLA(_LinearAttentionBase):
         B, L, _ = x.shape
         H, dk, dv = self.num_heads, self.head_k, self.head_v
         u = x.to(self.state_dtype())
-        valid = valid_steps(lengths, B, L, x.device)
+        valid = length_mask(lengths, L)
         q = self.q_proj(u).view(B, L, H, dk)
         k = where_valid(valid, self.k_proj(u).view(B, L, H, dk), 0.0)
         v = self.v_proj(u).view(B, L, H, dv)

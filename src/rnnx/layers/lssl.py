@@ -36,14 +36,14 @@ State: real ``(batch, d_model, d_state)`` (float32, or float64 for float64 param
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from rnnx._checks import require_positive_int
+from rnnx._checks import length_mask, require_positive_int
 from rnnx.layers import _ssm
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import register
 from rnnx.ops.conv import fft_conv, krylov_kernel, krylov_response, krylov_state, matrix_power_apply
 from rnnx.ops.scan import scan
 from rnnx.ssm.discretize import Discretization, as_discretization, bilinear_dense, zoh_dense
@@ -73,7 +73,7 @@ def as_sharing(value: Sharing | str) -> Sharing:
 
 
 @register("lssl")
-class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
+class LSSL(_ssm.ConvolutionalSSM):
     """Linear State-Space Layer (HiPPO A, trainable Δ, Krylov kernel), arXiv 2110.13985.
 
     Args:
@@ -90,13 +90,7 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
         mode: ``"conv"`` (default), ``"scan"`` or ``"recurrent"``.
     """
 
-    modes: ClassVar[tuple[str, ...]] = ("conv", "scan", "recurrent")
-    default_mode: ClassVar[str] = "conv"
-    reference_mode: ClassVar[str] = "recurrent"
-    step_mode: ClassVar[str] = "recurrent"
-    continuous_time: ClassVar[bool] = True
-    family: ClassVar[str] = "linear time-invariant SSM"
-    paper: ClassVar[str] = "arXiv 2110.13985"
+    paper = "arXiv 2110.13985"
 
     def __init__(
         self,
@@ -192,18 +186,6 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
         y = self.dropout(self.activation(y))
         return self.out_proj(y.flatten(-2))
 
-    def _forward(self, x, state, *, mode, lengths, dt):
-        u = x.to(self.state_dtype())
-        if self.bidirectional or mode == "conv":
-            u = _ssm.zero_padding(u, lengths)
-        if mode == "conv":
-            y, new_state = self._conv(u, state, lengths, dt)
-        elif mode == "scan":
-            y, new_state = self._scan(u, state, lengths, dt)
-        else:
-            y, new_state = self._recurrent(u, state, lengths, dt)
-        return self._mix(y, u).to(x.dtype), new_state
-
     def _readout(self, h: Tensor, C: Tensor) -> Tensor:
         return torch.einsum("blhn,hmn->blhm", h, C)
 
@@ -223,7 +205,7 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
             dA, dB = self.discretized(step)  # (H,N,N) | (B,1|L,H,N,N)
         L = u.shape[1]
         M = self.channels
-        mask = _ssm.valid_mask(lengths, L, u.device)
+        mask = length_mask(lengths, L)
 
         def at(t):  # Ā, B̄ of step t, without copying a time-invariant Ā per step
             if dA.dim() == 3:
@@ -295,13 +277,12 @@ class LSSL(_ssm.BidirectionalMixin, RecurrentLayer):
         M = self.channels
         step = _ssm.time_invariant_steps(self.log_dt, dt)  # (H,) or (B, H)
         dA, dB, K = self._conv_parts(L, step, cacheable=dt is None)
-        u_t = u.transpose(1, 2)  # (B, H, L)
         k_rev = K[..., M:, :] if self.bidirectional else None
-        y = fft_conv(u_t.unsqueeze(-2), K[..., :M, :], k_rev)  # (B, H, M, L)
+        y = fft_conv(u.unsqueeze(-1), K[..., :M, :], k_rev, dim=1)  # (B, L, H, M)
         if not self._fresh_state:  # the initial state's contribution: C Ā^l (Ā x0)
             Ax0 = torch.einsum("...ij,...j->...i", dA, state)
-            y = y + krylov_response(self.C[:, :M].to(u.dtype), dA, Ax0, L)
+            y = y + krylov_response(self.C[:, :M].to(u.dtype), dA, Ax0, L).permute(0, 3, 1, 2)
         n = torch.full((Bsz,), L, device=u.device) if lengths is None else lengths
-        last = krylov_state(dA, dB, _ssm.right_align(u_t, lengths))
+        last = krylov_state(dA, dB, _ssm.right_align(u.transpose(1, 2), lengths))
         last = last + matrix_power_apply(dA, n, state, max_n=L)
-        return y.permute(0, 3, 1, 2), last
+        return y, last

@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnx._checks import require_choice, require_positive_int
-from rnnx.layers._chunked import HeadLayerNorm, pick_heads, scaled_dim, valid_steps, where_valid
+from rnnx._checks import length_mask, require_choice, require_positive_int
+from rnnx.layers._chunked import HeadLayerNorm, pick_heads, scaled_dim, where_valid
 from rnnx.layers.base import RecurrentLayer, register
 from rnnx.ops.mlstm import FORGET_GATES, mlstm
 from rnnx.ops.short_conv import causal_conv1d
@@ -135,7 +135,7 @@ class mLSTM(RecurrentLayer):
         qkv = torch.cat([q, k, v], -1)
         i_pre, f_pre = self.igate(qkv), self.fgate(qkv)  # (B, L, H)
         logf = F.logsigmoid(f_pre) if self.forget_gate == "sigmoid" else f_pre
-        valid = valid_steps(lengths, B, L, x.device)
+        valid = length_mask(lengths, L)
         i_pre = where_valid(valid, i_pre, -math.inf)
         logf = where_valid(valid, logf, 0.0)
         h, (C, n, m) = mlstm(

@@ -32,14 +32,14 @@ parameters): one of each conjugate pair of modes.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from rnnx._checks import require_positive_int
+from rnnx._checks import length_mask, require_positive_int
 from rnnx.layers import _ssm
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import register
 from rnnx.ops.conv import (
     dplr_bilinear_kernel,
     fft_conv,
@@ -75,7 +75,7 @@ def real_to_row(C: Tensor) -> Tensor:
 
 
 @register("s4")
-class S4(_ssm.BidirectionalMixin, RecurrentLayer):
+class S4(_ssm.ConvolutionalSSM):
     """Structured state-space layer (DPLR HiPPO, bilinear, Cauchy kernel), arXiv 2111.00396.
 
     Args:
@@ -91,13 +91,7 @@ class S4(_ssm.BidirectionalMixin, RecurrentLayer):
         mode: ``"conv"`` (default), ``"scan"`` or ``"recurrent"``.
     """
 
-    modes: ClassVar[tuple[str, ...]] = ("conv", "scan", "recurrent")
-    default_mode: ClassVar[str] = "conv"
-    reference_mode: ClassVar[str] = "recurrent"
-    step_mode: ClassVar[str] = "recurrent"
-    continuous_time: ClassVar[bool] = True
-    family: ClassVar[str] = "linear time-invariant SSM"
-    paper: ClassVar[str] = "arXiv 2111.00396"
+    paper = "arXiv 2111.00396"
 
     def __init__(
         self,
@@ -207,18 +201,6 @@ class S4(_ssm.BidirectionalMixin, RecurrentLayer):
         y = y + u.unsqueeze(-1) * self.D
         return self.output(y.flatten(-2))
 
-    def _forward(self, x, state, *, mode, lengths, dt):
-        u = x.to(self.state_dtype())
-        if self.bidirectional or mode == "conv":
-            u = _ssm.zero_padding(u, lengths)
-        if mode == "conv":
-            y, new_state = self._conv(u, state, lengths, dt)
-        elif mode == "scan":
-            y, new_state = self._scan(u, state, lengths, dt)
-        else:
-            y, new_state = self._recurrent(u, state, lengths, dt)
-        return self._mix(y, u).to(x.dtype), new_state
-
     # ------------------------------------------------------------------ recurrent
 
     def _recurrent(self, u, state, lengths, dt):
@@ -228,7 +210,7 @@ class S4(_ssm.BidirectionalMixin, RecurrentLayer):
         C = self.ssm()[3]
         per_step = step.dim() == 3 and step.shape[1] > 1
         fixed = None if per_step else self.stepper(step if step.dim() == 1 else step[:, 0])
-        mask = _ssm.valid_mask(lengths, L, u.device)
+        mask = length_mask(lengths, L)
 
         def run(order, s, Cd):
             ys = []
@@ -277,14 +259,13 @@ class S4(_ssm.BidirectionalMixin, RecurrentLayer):
         # L-th roots of unity, with no wrap-around of the infinite impulse response.
         C_tilde = real_to_row(Cr - Cr @ torch.linalg.matrix_power(dA, L))
         K = dplr_bilinear_kernel(C_tilde, Lambda, P, P, B, step, L)  # (..., H, n_dir*M, L)
-        u_t = u.transpose(1, 2)
         k_rev = K[..., M:, :] if self.bidirectional else None
-        y = fft_conv(u_t.unsqueeze(-2), K[..., :M, :], k_rev)  # (B, H, M, L)
+        y = fft_conv(u.unsqueeze(-1), K[..., :M, :], k_rev, dim=1)  # (B, L, H, M)
         z0 = half_to_real(state)
         if not self._fresh_state:  # the initial state's contribution: C Ā^l (Ā x0)
             Az0 = torch.einsum("...ij,...j->...i", dA, z0)
-            y = y + krylov_response(Cr[:, :M], dA, Az0, L)
+            y = y + krylov_response(Cr[:, :M], dA, Az0, L).permute(0, 3, 1, 2)
         n = torch.full((Bsz,), L, device=u.device) if lengths is None else lengths
-        last = krylov_state(dA, dB, _ssm.right_align(u_t, lengths))
+        last = krylov_state(dA, dB, _ssm.right_align(u.transpose(1, 2), lengths))
         last = last + matrix_power_apply(dA, n, z0, max_n=L)
-        return y.permute(0, 3, 1, 2), real_to_half(last)
+        return y, real_to_half(last)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 import rnnx.layers as layers
-from rnnx._checks import require_choice, require_positive_int
+from rnnx._checks import length_mask, require_choice, require_positive_int
 
 
 @dataclass
@@ -193,5 +193,5 @@ def pool(h: Tensor, lengths: Tensor | None, how: str) -> Tensor:
         return h[torch.arange(B, device=h.device), idx.to(h.device)]
     if lengths is None:
         return h.mean(1)
-    mask = (torch.arange(L, device=h.device)[None] < lengths[:, None]).to(h.dtype)
+    mask = length_mask(lengths, L).to(h.dtype)
     return (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)

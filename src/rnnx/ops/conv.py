@@ -23,9 +23,10 @@ long L:
   (:func:`cauchy_kernel`, chunked over the points z likewise), combined by the
   Woodbury identity (:func:`dplr_bilinear_kernel`), and one inverse FFT.
 
-:func:`fft_conv` applies a kernel (and optionally an anticausal one, for
-bidirectional layers) along the last axis; :func:`causal_conv_fft` is the (B, L, H)
-causal one of S4D, with its own backward and in slices of the batch.
+:func:`fft_conv` is the one convolution all three layers run: a causal kernel and
+(for bidirectional layers) an anticausal one in one real FFT along any time axis, in
+slices of the batch, with its own backward; :func:`fft_conv_reference` is its oracle
+(the direct O(L^2) sums) and :func:`causal_conv_fft` its (B, L, H) spelling.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from rnnx._amp import fp32_under_autocast
+from rnnx._checks import fmt_shape, require_tensor
 
 __all__ = [
     "cauchy_kernel",
     "causal_conv_fft",
     "dplr_bilinear_kernel",
     "fft_conv",
+    "fft_conv_reference",
     "krylov",
     "krylov_kernel",
     "krylov_response",
@@ -94,165 +97,241 @@ def _chunk_len(per_position: int, total: int) -> int:
 # --------------------------------------------------------------------------- FFT conv
 
 
-class _FFTConv(torch.autograd.Function):
-    """y = irfft(rfft(u) (rfft(k) + conj(rfft(k_rev))))[..., :L], with a hand-written
-    backward: the adjoint of a convolution is the correlation with the same kernel, so
-    the gradients are two more real FFT products (the kernels' gradients summed over
-    the broadcast dimensions in the frequency domain, before their inverse transform).
-    Autograd through ``torch.fft.rfft`` instead pads the gradient and runs a complex FFT
-    of the full size, about half of S4D's training step at L = 1024 (measured).
-    No wrap-around: n >= L + (kernel length), so circular equals linear convolution,
-    and the adjoints below are exact."""
-
-    @staticmethod
-    def forward(ctx, u, k, k_rev, n):  # type: ignore[override]
-        L = u.shape[-1]
-        uf = torch.fft.rfft(u, n=n)
-        kf = None if k is None else torch.fft.rfft(k, n=n)
-        kbf = None if k_rev is None else torch.fft.rfft(k_rev, n=n)
-        tot = kf if kbf is None else (kbf.conj() if kf is None else kf + kbf.conj())
-        ctx.save_for_backward(uf, tot)
-        ctx.n, ctx.L = n, L
-        ctx.shapes = (
-            u.shape,
-            None if k is None else k.shape,
-            None if k_rev is None else k_rev.shape,
-        )
-        return torch.fft.irfft(uf * tot, n=n)[..., :L]
-
-    @staticmethod
-    def backward(ctx, gy):  # type: ignore[override]
-        uf, tot = ctx.saved_tensors
-        n, L = ctx.n, ctx.L
-        u_shape, k_shape, kr_shape = ctx.shapes
-        gf = torch.fft.rfft(gy, n=n)
-        du = dk = dkr = None
-        if ctx.needs_input_grad[0]:
-            du = torch.fft.irfft(gf * tot.conj(), n=n)[..., :L].sum_to_size(u_shape)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            # Σ over broadcast dims of G conj(U) (causal kernel) and its conjugate (the
-            # anticausal one): one inverse transform per kernel row.
-            cross = gf * uf.conj()
-            if ctx.needs_input_grad[1]:
-                c = cross.sum_to_size(*k_shape[:-1], cross.shape[-1])
-                dk = torch.fft.irfft(c, n=n)[..., : k_shape[-1]]
-            if ctx.needs_input_grad[2]:
-                c = cross.conj().sum_to_size(*kr_shape[:-1], cross.shape[-1])
-                dkr = torch.fft.irfft(c, n=n)[..., : kr_shape[-1]]
-        return du, dk, dkr, None
-
-
-def _conv_last_axis(u: Tensor, k: Tensor | None, k_rev: Tensor | None, n: int) -> Tensor:
-    """The convolution of :func:`fft_conv` on work-dtype tensors, kernels cut to L."""
-    L = u.shape[-1]
-    work = torch.promote_types(u.dtype, torch.float32)
-    k = None if k is None else k[..., :L].to(work)
-    k_rev = None if k_rev is None else k_rev[..., :L].to(work)
-    return _FFTConv.apply(u.to(work), k, k_rev, n)
-
-
-#: Elements (complex) of one slice of the batch in :func:`causal_conv_fft`'s spectra.
-#: Slices keep every temporary well below glibc's largest mmap threshold (32 MiB): a
-#: larger tensor is mapped fresh on every call and pays a page fault per 4 KiB (about
-#: 0.5 ms per MiB here), more than the FFT itself.
+#: Complex elements of one slice of the batch in :func:`fft_conv`'s spectra. Slices keep
+#: every temporary well below glibc's largest mmap threshold (32 MiB): a larger tensor is
+#: mapped fresh on every call and pays a page fault per 4 KiB (about 0.5 ms per MiB here),
+#: more than the FFT itself.
 CONV_SLICE_ELEMENTS = 1 << 20
 
 
-class _CausalConvFFT(torch.autograd.Function):
-    """y = causal conv of u (B, L, H) with k (H, Lk) or (B, H, Lk), Lk <= L, by FFT of
-    size n, in slices of the batch; the backward reuses the saved spectra of u and k
-    (one forward and one inverse FFT of the gradient, the kernel's gradient summed
-    over the batch in the frequency domain)."""
+def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast of ``shapes``, or None if they do not broadcast. (Not
+    ``torch.broadcast_shapes``: its first call imports about 500 modules, 34 MiB.)"""
+    ndim = 0
+    for s in shapes:
+        ndim = max(ndim, len(s))
+    out: list[int] = []
+    for i in range(1, ndim + 1):
+        size = 1
+        for s in shapes:
+            if len(s) >= i and s[-i] != 1:
+                if size not in (1, s[-i]):
+                    return None
+                size = s[-i]
+        out.insert(0, size)
+    return tuple(out)
+
+
+def _rows(t: Tensor, b0: int, b1: int) -> Tensor:
+    """Rows ``b0:b1`` of the sliced (first) dimension, or all of a broadcast one."""
+    return t if t.shape[0] == 1 else t[b0:b1]
+
+
+def _add_rows(acc: Tensor, part: Tensor, b0: int, b1: int) -> None:
+    """``acc`` (an operand's spectrum) += one slice of the batch's ``part``, summed over
+    the dimensions the operand is broadcast along."""
+    if acc.shape[0] == 1:
+        acc += part.sum_to_size(acc.shape)
+    else:
+        acc[b0:b1] += part.sum_to_size(b1 - b0, *acc.shape[1:])
+
+
+class _FFTConv(torch.autograd.Function):
+    """y = irfft(rfft(x) (rfft(k) + conj(rfft(k_rev))))[..., :L] on time-last views, in
+    slices of the first (batch) dimension, written into a contiguous output whose time
+    axis is at ``out_pos``.
+
+    The backward is the adjoint by hand: the adjoint of a convolution is the
+    correlation with the same kernel, so the gradients are more real FFT products with
+    the saved spectra (rfft(x) per slice, the combined kernel spectrum); the kernels'
+    gradients are summed over the broadcast dimensions in the frequency domain, before
+    their one inverse transform. Autograd through ``torch.fft.rfft`` instead pads the
+    gradient and runs a complex FFT of the full size, about half of S4D's training step
+    at L = 1024 (measured). No wrap-around: n >= L + (kernel length) - 1, so circular
+    equals linear convolution (causal and anticausal), and the adjoints are exact.
+
+    All operands have the same rank; dimension 0 is sliced, and an operand of size 1
+    there is broadcast over the slices.
+    """
 
     @staticmethod
-    def forward(ctx, u, k, n: int):  # type: ignore[override]
-        B, L, H = u.shape
-        kf = torch.fft.rfft(k, n=n)  # (H, F) or (B, H, F)
+    def forward(ctx, x, k, k_rev, n: int, out_pos: int):  # type: ignore[override]
+        L = x.shape[-1]
+        batch = _broadcast(*(tuple(t.shape[:-1]) for t in (x, k, k_rev) if t is not None))
+        kf = None if k is None else torch.fft.rfft(k, n=n)
+        if k_rev is not None:  # the anticausal term: correlation with k_rev
+            kbf = torch.fft.rfft(k_rev, n=n).conj()
+            kf = kbf.resolve_conj() if kf is None else kf + kbf
         F = kf.shape[-1]
-        step = max(1, CONV_SLICE_ELEMENTS // max(1, H * F))
-        y = torch.empty((B, L, H), dtype=u.dtype, device=u.device)
-        ufs = []
-        for b0 in range(0, B, step):
-            b1 = min(B, b0 + step)
-            uf = torch.fft.rfft(u[b0:b1].transpose(1, 2), n=n)  # (b, H, F)
-            ufs.append(uf)
-            yf = uf * (kf if kf.dim() == 2 else kf[b0:b1])
-            y[b0:b1] = torch.fft.irfft(yf, n=n)[..., :L].transpose(1, 2)
-        ctx.save_for_backward(kf, *ufs)
-        ctx.n, ctx.step, ctx.Lk = n, step, k.shape[-1]
-        return y
+        step = max(1, CONV_SLICE_ELEMENTS // max(1, math.prod(batch[1:]) * F))
+        out = torch.empty((*batch[:out_pos], L, *batch[out_pos:]), dtype=x.dtype, device=x.device)
+        y = out.movedim(out_pos, -1)
+        # an input broadcast over the batch is transformed once
+        xfs = [torch.fft.rfft(x, n=n)] if x.shape[0] == 1 else []
+        for b0 in range(0, batch[0], step):
+            b1 = min(batch[0], b0 + step)
+            xf = xfs[0] if x.shape[0] == 1 else torch.fft.rfft(x[b0:b1], n=n)
+            if x.shape[0] > 1:
+                xfs.append(xf)
+            y[b0:b1] = torch.fft.irfft(xf * _rows(kf, b0, b1), n=n)[..., :L]
+        ctx.save_for_backward(kf, *xfs)
+        ctx.meta = (
+            n,
+            step,
+            out_pos,
+            x.shape,
+            None if k is None else k.shape,
+            None if k_rev is None else k_rev.shape,
+        )
+        return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g):  # type: ignore[override]
-        kf, *ufs = ctx.saved_tensors
-        n, step, Lk = ctx.n, ctx.step, ctx.Lk
-        B, L = g.shape[:2]
-        need_u, need_k = ctx.needs_input_grad[:2]
-        gu = torch.empty_like(g) if need_u else None
-        batched = kf.dim() == 3
-        acc = None
-        if need_k:
-            acc = torch.zeros(kf.shape, dtype=kf.dtype, device=kf.device)
-        for i, b0 in enumerate(range(0, B, step)):
-            b1 = min(B, b0 + step)
-            gf = torch.fft.rfft(g[b0:b1].transpose(1, 2), n=n)  # (b, H, F)
-            if need_k:
-                # correlation of g with u: the kernel's lags
-                prod = gf * ufs[i].conj()
-                if batched:
-                    acc[b0:b1] = prod
+        kf, *xfs = ctx.saved_tensors
+        n, step, out_pos, x_shape, k_shape, kr_shape = ctx.meta
+        need_x, need_k, need_kr = ctx.needs_input_grad[:3]
+        g = g.movedim(out_pos, -1)
+        rows, L, F = g.shape[0], g.shape[-1], kf.shape[-1]
+
+        def spectrum(shape):  # an accumulator for a kernel's gradient spectrum
+            return torch.zeros((*shape[:-1], F), dtype=kf.dtype, device=kf.device)
+
+        gkf = spectrum(k_shape) if need_k else None
+        gkrf = None
+        if need_kr:
+            gkrf = gkf if gkf is not None and kr_shape == k_shape else spectrum(kr_shape)
+        gx = gxv = gxf = None
+        if need_x:
+            # laid out like the input (time at out_pos), handed back as a time-last view
+            gx = torch.empty(
+                (*x_shape[:out_pos], L, *x_shape[out_pos:-1]), dtype=g.dtype, device=g.device
+            )
+            gxv = gx.movedim(out_pos, -1)
+            if x_shape[0] == 1 and rows > 1:  # x broadcast over the batch: sum its spectra
+                gxf = spectrum(x_shape)
+        for i, b0 in enumerate(range(0, rows, step)):
+            b1 = min(rows, b0 + step)
+            gf = torch.fft.rfft(g[b0:b1], n=n)  # (b, ..., F)
+            if gkf is not None or gkrf is not None:
+                # correlation of g with x: the causal kernel's lags; its conjugate (taken
+                # once, after the sum) gives the anticausal kernel's
+                cross = gf * xfs[i if len(xfs) > 1 else 0].conj()
+                if gkf is not None:
+                    _add_rows(gkf, cross, b0, b1)
+                if gkrf is not None and gkrf is not gkf:
+                    _add_rows(gkrf, cross, b0, b1)
+            if need_x:
+                # correlation of g with the kernels (the adjoint of the convolution)
+                gf.mul_(_rows(kf, b0, b1).conj())
+                if gxf is not None:
+                    _add_rows(gxf, gf, b0, b1)
                 else:
-                    acc += prod.sum(0)
-            if need_u:
-                # correlation of g with k (adjoint of the causal convolution)
-                gf.mul_((kf[b0:b1] if batched else kf).conj())
-                gu[b0:b1] = torch.fft.irfft(gf, n=n)[..., :L].transpose(1, 2)
-        gk = torch.fft.irfft(acc, n=n)[..., :Lk] if need_k else None
-        return gu, gk, None
+                    part = gf.sum_to_size(b1 - b0, *x_shape[1:-1], F)
+                    gxv[b0:b1] = torch.fft.irfft(part, n=n)[..., :L]
+        if gxf is not None:
+            gxv.copy_(torch.fft.irfft(gxf, n=n)[..., :L])
+        gk = None if gkf is None else torch.fft.irfft(gkf, n=n)[..., : k_shape[-1]]
+        gkr = None if gkrf is None else torch.fft.irfft(gkrf.conj(), n=n)[..., : kr_shape[-1]]
+        return gxv, gk, gkr, None, None
 
 
 @fp32_under_autocast
-def causal_conv_fft(u: Tensor, k: Tensor) -> Tensor:
-    """Causal convolution y_t = Σ_{s<=t} k_{t-s} u_s along the time axis, by FFT.
+def fft_conv(u: Tensor, k: Tensor | None, k_rev: Tensor | None = None, *, dim: int = -1) -> Tensor:
+    """y_t = Σ_{s<=t} k_{t-s} u_s + Σ_{s>=t} k_rev_{s-t} u_s along axis ``dim`` of ``u``.
+
+    The convolution of every convolutional SSM layer (LSSL, S4, S4D): causal with the
+    kernel ``k`` and, for bidirectional layers, anticausal with ``k_rev`` (an SSM run
+    from the end of the sequence to its start, lag 0 included), both in one FFT.
 
     Args:
-        u: ``(B, L, H)`` inputs, batch-first.
-        k: ``(H, Lk)`` or ``(B, H, Lk)`` real kernels, Lk >= 1; lags beyond Lk are zero.
+        u: real, time along ``dim``: e.g. ``(B, L, H)`` with ``dim=1``, or ``(..., L)``.
+        k, k_rev: real kernels ``(..., Lk)``, lags along the last axis; their leading
+            dimensions broadcast against ``u``'s other dimensions (in order, the time
+            axis left out), e.g. u ``(B, L, H, 1)`` (``dim=1``) with k ``(H, M, Lk)``
+            gives ``(B, L, H, M)``, and k ``(B, H, Lk)`` is a kernel per sequence. Lags
+            >= L are ignored. Either may be None (not both).
+        dim: the time axis of ``u``; the output has its time axis at the same position
+            counted from the end.
 
     Returns:
-        ``(B, L, H)`` (contiguous), in O(L log L) per channel, by real FFTs of a fast
-        size >= L + Lk - 1 (5-smooth), in slices of the batch. The FFT runs in at least
-        float32.
+        The broadcast shape with the time axis at ``dim``, contiguous, in the promoted
+        dtype (at least float32). Real FFTs of a fast (5-smooth) size >= L + Lk - 1, in
+        slices of the first dimension that keep every temporary under 32 MiB
+        (:data:`CONV_SLICE_ELEMENTS`), with a hand-written backward.
+        :func:`fft_conv_reference` is the direct sum it is tested against.
     """
-    L = u.shape[1]
-    k = k[..., :L]
-    n = _fast_size(L + k.shape[-1] - 1)
-    work = torch.promote_types(u.dtype, torch.float32)
-    y = _CausalConvFFT.apply(u.to(work), k.to(work), n)
-    return y.to(u.dtype)
+    require_tensor("u", u)
+    if k is None and k_rev is None:
+        raise ValueError("k, k_rev: expected at least one kernel")
+    if not -u.dim() <= dim < u.dim():
+        raise ValueError(f"dim: expected an axis of u (shape {fmt_shape(u.shape)}), got {dim}")
+    d = dim - u.dim() if dim >= 0 else dim  # counted from the end: the same in the output
+    x = u.movedim(d, -1)
+    L = x.shape[-1]
+    kernels: list[Tensor | None] = []
+    for name, t in (("k", k), ("k_rev", k_rev)):
+        if t is not None:
+            require_tensor(name, t)
+            if t.dim() == 0 or t.shape[-1] == 0:
+                raise ValueError(
+                    f"{name}: expected a kernel (..., Lk), Lk >= 1, got shape {fmt_shape(t.shape)}"
+                )
+            t = t[..., :L]
+        kernels.append(t)
+    given = [t for t in kernels if t is not None]
+    batch = _broadcast(tuple(x.shape[:-1]), *(tuple(t.shape[:-1]) for t in given))
+    if batch is None:
+        got = ", ".join(
+            f"{n} {fmt_shape(t.shape)}" for n, t in zip(("k", "k_rev"), kernels) if t is not None
+        )
+        raise ValueError(
+            f"k, k_rev: expected leading dimensions that broadcast against u's "
+            f"{fmt_shape(x.shape[:-1])} (u without its time axis), got {got}"
+        )
+    work = torch.promote_types(torch.promote_types(u.dtype, given[0].dtype), torch.float32)
+    for t in given[1:]:
+        work = torch.promote_types(work, t.dtype)
+    rank = max(len(batch), 1) + 1
+
+    def lead(t: Tensor | None) -> Tensor | None:  # same rank for all (leading 1s): a view
+        return None if t is None else t.to(work).reshape((1,) * (rank - t.dim()) + t.shape)
+
+    n = _fast_size(L + max(t.shape[-1] for t in given) - 1)
+    y = _FFTConv.apply(lead(x), lead(kernels[0]), lead(kernels[1]), n, rank + d)
+    return y if batch else y.squeeze(0)
 
 
-@fp32_under_autocast
-def fft_conv(u: Tensor, k: Tensor | None, k_rev: Tensor | None = None) -> Tensor:
-    """y_t = Σ_{s<=t} k_{t-s} u_s + Σ_{s>=t} k_rev_{s-t} u_s along the **last** axis.
+def causal_conv_fft(u: Tensor, k: Tensor) -> Tensor:
+    """:func:`fft_conv` ``(u, k, dim=1)`` for batch-first ``u (B, L, H)`` and ``k (H, Lk)``
+    or ``(B, H, Lk)``, returned in ``u``'s dtype: the causal convolution
+    y_t = Σ_{s<=t} k_{t-s} u_s, ``(B, L, H)``."""
+    return fft_conv(u, k, dim=1).to(u.dtype)
 
-    The second (anticausal) term is the backward direction of a bidirectional layer:
-    an SSM run from the end of the sequence to its start, lag 0 included.
 
-    Args:
-        u: ``(..., L)`` real.
-        k, k_rev: ``(..., Lk)`` real kernels broadcastable against ``u``'s leading
-            dimensions (e.g. u ``(B, 1, H, L)`` with k ``(M, H, Lk)``); lags >= L are
-            ignored. Either may be None.
+def fft_conv_reference(
+    u: Tensor, k: Tensor | None, k_rev: Tensor | None = None, *, dim: int = -1
+) -> Tensor:
+    """The oracle of :func:`fft_conv`: the direct O(L^2) sums, one output step at a time.
 
-    Returns:
-        ``(broadcast(...), L)`` in the promoted dtype (at least float32), by one FFT
-        of size >= 2L per signal.
+    y_t = Σ_{s<=t} k_{t-s} u_s + Σ_{s>=t} k_rev_{s-t} u_s along axis ``dim`` of ``u``
+    (lags beyond a kernel's length are zero); shapes as in :func:`fft_conv`, dtype by
+    PyTorch's promotion. Plain indexing and sums, no FFT and nothing shared with it.
     """
     if k is None and k_rev is None:
         raise ValueError("k, k_rev: expected at least one kernel")
-    return _conv_last_axis(u, k, k_rev, _fft_size(2 * u.shape[-1]))
+    x = u.movedim(dim, -1)
+    ys = []
+    for t in range(x.shape[-1]):
+        y_t = 0
+        if k is not None:
+            past = x[..., max(0, t - k.shape[-1] + 1) : t + 1]  # u_s for s = t - Lk + 1 … t
+            y_t = y_t + (past * k[..., : past.shape[-1]].flip(-1)).sum(-1)
+        if k_rev is not None:
+            ahead = x[..., t : t + k_rev.shape[-1]]  # u_s for s = t … t + Lk - 1
+            y_t = y_t + (ahead * k_rev[..., : ahead.shape[-1]]).sum(-1)
+        ys.append(y_t)
+    return torch.stack(ys, -1).movedim(-1, dim if dim < 0 else dim - u.dim())
 
 
 # --------------------------------------------------------------------------- Vandermonde

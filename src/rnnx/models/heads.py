@@ -93,6 +93,11 @@ class LanguageModel(StepClassifier):
     def __init__(self, config: BackboneConfig) -> None:
         if config.vocab_size is None:
             raise ValueError("config.vocab_size: a language model needs a vocabulary size")
+        if config.bidirectional:
+            raise ValueError(
+                "config.bidirectional: a language model predicts the next token, so its "
+                "backbone must be causal; build it with bidirectional=False"
+            )
         super().__init__(config, config.vocab_size)
 
     @torch.no_grad()

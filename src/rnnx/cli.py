@@ -73,19 +73,38 @@ _TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
     "--dropout": ("model", "dropout", float, "dropout on residual branches"),
     "--norm": ("model", "norm", str, "layer or rms"),
     "--pooling": ("model", "pooling", str, "mean or last (sequence heads)"),
-    "--epochs": ("train", "epochs", int, "passes over the training split"),
-    "--max-steps": ("train", "max_steps", int, "stop after this many steps (-1: epochs)"),
+    "--bidirectional": (
+        "model",
+        "bidirectional",
+        bool,
+        "read each sequence both ways (non-causal; default: on for classification)",
+    ),
+    "--epochs": ("train", "epochs", int, "passes over the training split (default: steps)"),
+    "--max-steps": ("train", "max_steps", int, "optimizer steps of the run (default: recipe)"),
+    "--budget-minutes": (
+        "train",
+        "budget_minutes",
+        float,
+        "wall-clock limit of training; stops cleanly (0: none; default 30)",
+    ),
+    "--select": ("train", "select", str, "best (validation) or last: the weights tested"),
+    "--patience": ("train", "patience", int, "stop after N validations without gain (0: off)"),
     "--batch-size": ("train", "batch_size", int, "global batch size"),
     "--eval-batch-size": ("train", "eval_batch_size", int, "validation/test batch size"),
-    "--lr": ("train", "lr", float, "peak learning rate (AdamW, warm-up + cosine)"),
+    "--lr": ("train", "lr", float, "peak learning rate (AdamW, warm-up + cosine over the budget)"),
     "--weight-decay": ("train", "weight_decay", float, "AdamW weight decay"),
     "--warmup": ("train", "warmup", float, "fraction of steps of linear warm-up"),
     "--grad-clip": ("train", "grad_clip", float, "clip the gradient norm (0: off)"),
     "--precision": ("train", "precision", str, "auto, 32 or bf16-mixed"),
     "--seed": ("train", "seed", int, "seed of init, data order, dropout, synthetic data"),
     "--checkpoint-every": ("train", "checkpoint_every", int, "checkpoint every N steps"),
-    "--val-every": ("train", "val_every", int, "validate every N batches (0: per epoch)"),
-    "--limit-batches": ("train", "limit_batches", float, "fraction/number of batches (smoke)"),
+    "--val-every": ("train", "val_every", int, "validate every N steps (0: ~40 per run)"),
+    "--limit-batches": (
+        "train",
+        "limit_batches",
+        float,
+        "fraction/number of train and val batches per epoch (smoke); test stays whole",
+    ),
     "--threads": ("train", "threads", int, "torch threads (0: keep)"),
 }
 
@@ -93,6 +112,14 @@ _TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
 def add_train_arguments(p: argparse.ArgumentParser, *, compare: bool = False) -> None:
     for flag, (section, _key, typ, help_) in _TRAIN_FLAGS.items():
         if compare and flag == "--model":
+            continue
+        if typ is bool:
+            p.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"[{section}] {help_}",
+            )
             continue
         p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=f"[{section}] {help_}")
     p.add_argument(
@@ -183,12 +210,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             split=args.split,
             batch_size=args.batch_size,
             task_kwargs=parse_pairs(args.task_arg, "--task-arg"),
+            precision=args.precision,
         )
     except MissingDependencyError as exc:
         print(f"rnnx eval: {exc}", file=sys.stderr)
         return 2
     shown = ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items())
-    print(f"{res['task']} ({res['split']}): {shown}")
+    print(f"{res['task']} ({res['split']}): {shown}  [precision {res['precision']}]")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0
@@ -371,7 +399,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--task", default=None, help="task (default: the one trained on)")
     p_eval.add_argument("--task-arg", action="append", metavar="KEY=VALUE")
     p_eval.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p_eval.add_argument("--batch-size", type=int, default=128)
+    p_eval.add_argument(
+        "--batch-size", type=int, default=None, help="default: the run's evaluation batch size"
+    )
+    p_eval.add_argument(
+        "--precision",
+        default=None,
+        choices=("32", "bf16-mixed", "64"),
+        help="default: the precision the run was trained and tested in",
+    )
     p_eval.add_argument("--json", default=None, help="also write the metrics to this file")
     p_eval.set_defaults(func=_cmd_eval)
 

@@ -1,4 +1,9 @@
-"""The callback that makes a run resumable with nothing lost.
+"""Callbacks of a run: resumable state, the budget, and model selection.
+
+* :class:`RunState` makes a run resumable with nothing lost (below);
+* :class:`Budget` stops a run when its steps or its wall-clock minutes are spent;
+* :class:`ModelSelection` keeps the weights with the best validation metric and
+  stops early after ``patience`` validations without improvement.
 
 :class:`RunState` writes ``checkpoints/last.safetensors`` every ``every`` optimizer
 steps and at the end of every epoch (after its validation), through the trainer (so the file holds
@@ -65,3 +70,138 @@ class RunState(L.Callback):
         random.setstate((version, tuple(internal), gauss))
         self._epoch, self._done = int(state["epoch"]), int(state["batches_done"])
         self.sampler.resume(self._epoch, self._done)
+
+
+class Budget(L.Callback):
+    """The run's budget: ``max_steps`` optimizer steps and ``minutes`` of wall-clock time.
+
+    The clock counts the time spent in ``fit`` (training and its validations), summed
+    over the attempts of a resumed run (it is part of the checkpoint). When the
+    minutes are spent, or the last step is done, it asks the trainer to stop
+    (``trainer.should_stop``), which makes Lightning validate once more before it
+    stops: the last weights are always a candidate for model selection.
+    :meth:`fraction` is the part of the budget used, ``max(steps done / max_steps,
+    time used / minutes)``; the learning-rate schedule follows it
+    (:class:`rnnx.train.module.BudgetSchedule`), so a run cut by the clock still ends
+    its decay at the deadline.
+    """
+
+    def __init__(self, max_steps: int, minutes: float) -> None:
+        if max_steps < 1:
+            raise ValueError(f"max_steps: expected >= 1, got {max_steps}")
+        if minutes < 0:
+            raise ValueError(f"budget_minutes: expected >= 0 (0: no limit), got {minutes}")
+        self.max_steps, self.seconds = int(max_steps), 60.0 * float(minutes)
+        self._before = 0.0  # time used by earlier attempts of a resumed run
+        self._t0: float | None = None
+        self.stopped_by: str | None = None
+
+    def elapsed(self) -> float:
+        import time
+
+        return self._before + (0.0 if self._t0 is None else time.monotonic() - self._t0)
+
+    def time_fraction(self) -> float:
+        return self.elapsed() / self.seconds if self.seconds > 0 else 0.0
+
+    def fraction(self, step: int) -> float:
+        return min(1.0, max(step / self.max_steps, self.time_fraction()))
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        import time
+
+        self._t0 = time.monotonic()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._before, self._t0 = self.elapsed(), None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= self.max_steps:
+            self.stopped_by = self.stopped_by or "steps"
+            trainer.should_stop = True
+        elif self.seconds > 0 and self.elapsed() >= self.seconds:
+            self.stopped_by = "budget_minutes"
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed": self.elapsed(), "stopped_by": self.stopped_by}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._before = float(state["elapsed"])
+        self.stopped_by = state.get("stopped_by")
+
+
+class ModelSelection(L.Callback):
+    """Keeps the weights with the best validation metric; stops after ``patience``
+    validations without improvement.
+
+    "Better" is the task's headline metric (higher accuracy, lower bits per character
+    or MSE); on a tie, the lower validation loss (for kinds that have one: small
+    validation splits tie often on accuracy); on a tie of both, the earlier step is
+    kept. The best weights live in memory and in the training checkpoint (this
+    callback's state), so a resumed run selects exactly what an uninterrupted one
+    would. ``patience`` 0 never stops. :meth:`restore` loads the best weights into
+    the model (call it after ``fit``).
+    """
+
+    def __init__(self, metric: str, higher_is_better: bool, patience: int) -> None:
+        self.metric, self.higher, self.patience = metric, bool(higher_is_better), int(patience)
+        self.best: dict[str, float] | None = None
+        self.best_step = -1
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.bad = 0
+        self.history: list[dict[str, float]] = []
+        self.early_stopped = False
+
+    def _key(self, metrics: dict[str, float]) -> tuple[float, float]:
+        main = float(metrics[self.metric])
+        loss = float(metrics.get("loss", 0.0)) if self.metric != "loss" else 0.0
+        return (-main if self.higher else main, loss)
+
+    def better(self, metrics: dict[str, float]) -> bool:
+        return self.best is None or self._key(metrics) < self._key(self.best)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # (after the module's on_validation_epoch_end, which computed val_metrics)
+        if trainer.sanity_checking:
+            return
+        metrics = getattr(pl_module, "val_metrics", None)
+        if not metrics or self.metric not in metrics:
+            return
+        step = int(trainer.global_step)
+        if self.history and self.history[-1]["step"] == step:
+            return  # validated twice at one step (the end of fit): nothing new
+        self.history.append({"step": step, **metrics})
+        if self.better(metrics):
+            self.best, self.best_step, self.bad = dict(metrics), step, 0
+            self.best_weights = {
+                k: v.detach().clone() for k, v in pl_module.model.state_dict().items()
+            }
+        else:
+            self.bad += 1
+            if self.patience and self.bad >= self.patience:
+                self.early_stopped = True
+                trainer.should_stop = True
+
+    def restore(self, model: torch.nn.Module) -> bool:
+        """Load the best weights into ``model``; False if there was no validation."""
+        if self.best_weights is None:
+            return False
+        model.load_state_dict(self.best_weights)
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad": self.bad,
+            "history": self.history,
+            "early_stopped": self.early_stopped,
+            "best_weights": self.best_weights,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_step = state["best"], int(state["best_step"])
+        self.bad, self.history = int(state["bad"]), list(state["history"])
+        self.early_stopped = bool(state.get("early_stopped", False))
+        self.best_weights = state["best_weights"]

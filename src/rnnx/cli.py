@@ -87,6 +87,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, str, type, str]] = {
         float,
         "wall-clock limit of training; stops cleanly (0: none; default 30)",
     ),
+    "--budget-clock": ("train", "budget_clock", str, "wall, or cpu: this process's CPU time"),
     "--select": ("train", "select", str, "best (validation) or last: the weights tested"),
     "--patience": ("train", "patience", int, "stop after N validations without gain (0: off)"),
     "--batch-size": ("train", "batch_size", int, "global batch size"),

@@ -54,6 +54,7 @@ def test_budget_minutes_stops_cleanly_and_says_so(tmp_path, capsys):
     assert result["budget"]["stopped_by"] == "budget_minutes"
     assert 1 <= result["steps"] < 10_000
     assert "the 0.01-minute budget is spent: stopped cleanly" in capsys.readouterr().out
+    assert result["budget"]["wall_seconds"] >= 0.6 and result["budget"]["clock"] == "wall"
     # A whole run: weights, results, a test metric on the whole test split.
     assert (tmp_path / "model.safetensors").exists() and math.isfinite(result["test_mse"])
     assert result["test_items"] == ADDING["n_test"]
@@ -67,12 +68,18 @@ def test_the_schedule_decays_over_whichever_budget_binds():
     assert all(f(s) >= f(s + 1) for s in range(4, 105))
     # Half of a one-minute budget used at step 10: the clock leads, the rate follows it.
     timed = Budget(max_steps=105, minutes=1.0)
-    timed._before = 30.0
+    timed._before["wall"] = 30.0
     g = budget_schedule(5, timed)
     w = 5 / 105
     assert g(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * (0.5 - w) / (1 - w))))
-    timed._before = 60.0
+    timed._before["wall"] = 60.0
     assert g(10) == pytest.approx(0.0, abs=1e-12)
+    # The CPU clock counts this process's CPU time, not the wall clock.
+    cpu = Budget(max_steps=105, minutes=1.0, clock="cpu")
+    cpu._before = {"wall": 60.0, "cpu": 15.0}
+    assert cpu.time_fraction() == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="budget_clock: expected 'wall' or 'cpu'"):
+        Budget(10, 1.0, clock="gpu")
 
 
 class Snapshots(L.Callback):

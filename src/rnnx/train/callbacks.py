@@ -6,7 +6,8 @@
   stops early after ``patience`` validations without improvement.
 
 :class:`RunState` writes ``checkpoints/last.safetensors`` every ``every`` optimizer
-steps and at the end of every epoch (after its validation), through the trainer (so the file holds
+steps and at the end of an epoch (after its validation) when ``every`` steps have
+passed since the last checkpoint, through the trainer (so the file holds
 the model, optimizer, scheduler and loop progress) plus its own state: the position
 in the data (epoch, batches done) and the RNG states of torch, numpy and Python
 (dropout draws from torch's). On resume it puts them back before the first batch, so
@@ -33,6 +34,7 @@ class RunState(L.Callback):
     def __init__(self, sampler: ShardedBatchSampler, path: str | Path, every: int) -> None:
         self.sampler, self.path, self.every = sampler, Path(path), int(every)
         self._epoch, self._done = 0, 0
+        self._saved_at = 0  # optimizer step of the last checkpoint
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         # Lightning's own set_epoch call reaches samplers, not batch samplers; this hook
@@ -44,19 +46,26 @@ class RunState(L.Callback):
         self._epoch, self._done = trainer.current_epoch, batch_idx + 1
         last = self._done >= trainer.num_training_batches
         if not last and self.every and trainer.global_step % self.every == 0:
+            self._saved_at = trainer.global_step
             trainer.save_checkpoint(self.path)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         # After the epoch's validation: the next batch is the first of the next epoch.
         # (Saving at the last batch instead would make Lightning replay an empty epoch.)
+        # Epochs shorter than `every` steps (small data sets under a step budget) are
+        # not checkpointed at every end: only once `every` steps have passed since the
+        # last checkpoint (a resume from a mid-epoch checkpoint is exact as well).
         self._epoch, self._done = trainer.current_epoch + 1, 0
-        trainer.save_checkpoint(self.path)
+        if not self.every or trainer.global_step - self._saved_at >= self.every:
+            self._saved_at = trainer.global_step
+            trainer.save_checkpoint(self.path)
 
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
         return {
             "epoch": self._epoch,
             "batches_done": self._done,
+            "saved_at": self._saved_at,
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": [np_state[0], [int(v) for v in np_state[1]], *np_state[2:]],
             "python_rng": random.getstate(),
@@ -69,37 +78,56 @@ class RunState(L.Callback):
         version, internal, gauss = state["python_rng"]
         random.setstate((version, tuple(internal), gauss))
         self._epoch, self._done = int(state["epoch"]), int(state["batches_done"])
+        self._saved_at = int(state.get("saved_at", 0))
         self.sampler.resume(self._epoch, self._done)
 
 
 class Budget(L.Callback):
-    """The run's budget: ``max_steps`` optimizer steps and ``minutes`` of wall-clock time.
+    """The run's budget: ``max_steps`` optimizer steps and ``minutes`` on a clock.
 
-    The clock counts the time spent in ``fit`` (training and its validations), summed
-    over the attempts of a resumed run (it is part of the checkpoint). When the
-    minutes are spent, or the last step is done, it asks the trainer to stop
-    (``trainer.should_stop``), which makes Lightning validate once more before it
-    stops: the last weights are always a candidate for model selection.
-    :meth:`fraction` is the part of the budget used, ``max(steps done / max_steps,
-    time used / minutes)``; the learning-rate schedule follows it
-    (:class:`rnnx.train.module.BudgetSchedule`), so a run cut by the clock still ends
-    its decay at the deadline.
+    The clock (``clock="wall"``, the default, or ``"cpu"``: this process's CPU time,
+    all its threads, the fair measure on a machine shared with other jobs) counts the
+    time spent in ``fit`` (training and its validations), summed over the attempts of
+    a resumed run (it is part of the checkpoint). When the minutes are spent, or the
+    last step is done, it asks the trainer to stop (``trainer.should_stop``), which
+    makes Lightning validate once more before it stops: the last weights are always a
+    candidate for model selection. :meth:`fraction` is the part of the budget used,
+    ``max(steps done / max_steps, time used / minutes)``; the learning-rate schedule
+    follows it (:func:`rnnx.train.module.budget_schedule`), so a run cut by the clock
+    still ends its decay at the deadline.
     """
 
-    def __init__(self, max_steps: int, minutes: float) -> None:
+    CLOCKS = ("wall", "cpu")
+
+    def __init__(self, max_steps: int, minutes: float, clock: str = "wall") -> None:
         if max_steps < 1:
             raise ValueError(f"max_steps: expected >= 1, got {max_steps}")
         if minutes < 0:
             raise ValueError(f"budget_minutes: expected >= 0 (0: no limit), got {minutes}")
-        self.max_steps, self.seconds = int(max_steps), 60.0 * float(minutes)
-        self._before = 0.0  # time used by earlier attempts of a resumed run
-        self._t0: float | None = None
+        if clock not in self.CLOCKS:
+            raise ValueError(f"budget_clock: expected 'wall' or 'cpu', got {clock!r}")
+        self.max_steps, self.seconds, self.clock = int(max_steps), 60.0 * float(minutes), clock
+        self._before = {"wall": 0.0, "cpu": 0.0}  # used by earlier attempts of a resumed run
+        self._t0: dict[str, float] | None = None
         self.stopped_by: str | None = None
 
-    def elapsed(self) -> float:
+    @staticmethod
+    def _now() -> dict[str, float]:
         import time
 
-        return self._before + (0.0 if self._t0 is None else time.monotonic() - self._t0)
+        return {"wall": time.monotonic(), "cpu": time.process_time()}
+
+    def used(self) -> dict[str, float]:
+        """Seconds used so far on each clock."""
+        now = self._now() if self._t0 is not None else None
+        return {
+            k: self._before[k] + (0.0 if now is None else now[k] - self._t0[k])  # type: ignore[index]
+            for k in self.CLOCKS
+        }
+
+    def elapsed(self) -> float:
+        """Seconds used on the budget's clock."""
+        return self.used()[self.clock]
 
     def time_fraction(self) -> float:
         return self.elapsed() / self.seconds if self.seconds > 0 else 0.0
@@ -108,12 +136,10 @@ class Budget(L.Callback):
         return min(1.0, max(step / self.max_steps, self.time_fraction()))
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        import time
-
-        self._t0 = time.monotonic()
+        self._t0 = self._now()
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self._before, self._t0 = self.elapsed(), None
+        self._before, self._t0 = self.used(), None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= self.max_steps:
@@ -124,10 +150,10 @@ class Budget(L.Callback):
             trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"elapsed": self.elapsed(), "stopped_by": self.stopped_by}
+        return {"used": self.used(), "stopped_by": self.stopped_by}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._before = float(state["elapsed"])
+        self._before = {k: float(state["used"][k]) for k in self.CLOCKS}
         self.stopped_by = state.get("stopped_by")
 
 

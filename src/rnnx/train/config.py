@@ -119,8 +119,11 @@ class TrainConfig:
     max_steps: int = -1
     """Optimizer steps of the run (-1: the recipe's, from the data's size, or ``epochs``)."""
     budget_minutes: float | None = None
-    """Wall-clock limit of training (and its validations), in minutes; the run stops
-    cleanly when it is spent and says so (0: no limit; None: the recipe's)."""
+    """Time limit of training (and its validations), in minutes on ``budget_clock``; the
+    run stops cleanly when it is spent and says so (0: no limit; None: the recipe's)."""
+    budget_clock: str = "wall"
+    """What ``budget_minutes`` counts: ``"wall"``-clock time, or ``"cpu"``, this process's
+    CPU time (all its threads): the fair measure on a machine shared with other jobs."""
     batch_size: int | None = None
     """Global batch size, split evenly across DDP processes (None: the recipe's)."""
     eval_batch_size: int = 0
@@ -147,8 +150,8 @@ class TrainConfig:
     seed: int = 0
     """Seeds the model's initialisation, the data order and dropout."""
     checkpoint_every: int = 200
-    """Write ``checkpoints/last.safetensors`` every this many steps and at the end of
-    every epoch (0: only at epoch ends)."""
+    """Write ``checkpoints/last.safetensors`` every this many steps, and at the end of an
+    epoch once this many steps have passed since the last one (0: at every epoch end)."""
     val_every: int = 0
     """Validate every this many optimizer steps (0: the recipe's, about 40 validations
     per run, at most one per step)."""

@@ -221,7 +221,7 @@ def train(
     per_epoch = max(1, int(n * limit)) if isinstance(limit, float) else min(n, limit)
     steps = recipe.total_steps(t, per_epoch)
     val_every = t.val_every or recipe.val_interval(steps)
-    budget = Budget(steps, t.budget_minutes or 0.0)
+    budget = Budget(steps, t.budget_minutes or 0.0, t.budget_clock)
     selection = ModelSelection(metric, higher, t.patience or 0)
     module = TaskModule(
         model, task.kind, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, budget=budget
@@ -246,7 +246,8 @@ def train(
     attempt = len(list(logs.glob("version_*"))) if logs.exists() else 0
     n_params = sum(p.numel() for p in model.parameters())
     mode = model.backbone.blocks[0].mixer.mode
-    minutes = f", at most {t.budget_minutes:g} min" if t.budget_minutes else ""
+    clock = " of CPU time" if t.budget_clock == "cpu" else ""
+    minutes = f", at most {t.budget_minutes:g} min{clock}" if t.budget_minutes else ""
     say(
         f"rnnx train: {cfg.model.layer} ({n_params:,} parameters, mode {mode}, "
         f"precision {precision}{f', {world} processes' if world > 1 else ''}) on "
@@ -298,8 +299,8 @@ def train(
     train_s = time.time() - t0
     if budget.stopped_by == "budget_minutes":
         say(
-            f"rnnx train: the {t.budget_minutes:g}-minute budget is spent: stopped cleanly "
-            f"after {trainer.global_step} of {steps} steps"
+            f"rnnx train: the {t.budget_minutes:g}-minute budget{clock} is spent: stopped "
+            f"cleanly after {trainer.global_step} of {steps} steps"
         )
     elif selection.early_stopped:
         say(
@@ -347,8 +348,11 @@ def train(
             "budget": {
                 "max_steps": steps,
                 "minutes": t.budget_minutes,
+                "clock": t.budget_clock,
                 "steps_done": int(trainer.global_step),
                 "seconds_used": round(budget.elapsed(), 1),
+                "wall_seconds": round(budget.used()["wall"], 1),
+                "cpu_seconds": round(budget.used()["cpu"], 1),
                 "stopped_by": (
                     "patience" if selection.early_stopped else (budget.stopped_by or "steps")
                 ),

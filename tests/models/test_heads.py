@@ -106,3 +106,25 @@ def test_token_inputs_need_integer_ids():
     cfg = BackboneConfig(layer="lstm", d_model=8, n_layers=1, vocab_size=5)
     with pytest.raises(TypeError, match=r"x: expected int64 token ids of shape \(batch, length\)"):
         StepClassifier(cfg, 5)(torch.randn(2, 3, 1))
+
+
+def test_instance_norm_forecasts_are_equivariant_to_level_and_scale():
+    cfg = BackboneConfig(layer="s4d", d_model=8, n_layers=1, d_input=3)
+    model = SequenceRegressor(cfg, d_output=5, instance_norm=1).double().eval()
+    x = torch.randn(4, 12, 3, dtype=torch.float64)
+    scale = torch.tensor([2.0, 3.0, 0.5], dtype=torch.float64)
+    shift = torch.tensor([-1.0, 7.0, 4.0], dtype=torch.float64)
+    y = model(x)
+    # A per-window change of level and scale of every channel moves the forecast of
+    # channel 1 by channel 1's level and scale, and changes nothing else (up to the
+    # 1e-5 added to the variances).
+    assert_close(model(x * scale + shift), y * 3.0 + 7.0, rtol=1e-4)
+    # Padding after a window's valid steps plays no part in its statistics.
+    lengths = torch.tensor([12, 7, 12, 3])
+    padded = x.clone()
+    padded[1, 7:] = 100.0
+    padded[3, 3:] = -50.0
+    assert_close(model(padded, lengths)[1], model(x[1:2, :7])[0], rtol=1e-9)
+    assert_close(model(padded, lengths)[3], model(x[3:4, :3])[0], rtol=1e-9)
+    with pytest.raises(ValueError, match=r"instance_norm: expected the index of an input"):
+        SequenceRegressor(cfg, d_output=5, instance_norm=3)

@@ -146,6 +146,9 @@ def test_the_recipe_reads_the_data_and_yields_to_the_user():
     assert (cfg.model.d_model, cfg.train.lr, cfg.train.max_steps) == (16, 0.5, 9)
     assert "d_model" not in derived["model"] and "max_steps" not in derived["train"]
     assert cfg.model.pooling == "last" and cfg.model.bidirectional is False  # regression
+    assert cfg.model.instance_norm is False  # the adding problem forecasts no input channel
+    forecast = recipe.recommend(recipe.DataStats("regression", 900, 336, 0, 96, 302400, 0))
+    assert forecast["model"]["instance_norm"][0] is True
     # More data: a larger batch, and at least the minimum number of steps.
     small = recipe.recommend(recipe.DataStats("classification", 30, 100, 3, 0, 3000))
     large = recipe.recommend(recipe.DataStats("classification", 9000, 100, 3, 0, 900000))

@@ -166,6 +166,7 @@ def vic_elec(
             "normalisation": "demand and temperature standardised with training statistics",
             "params": {"horizon": horizon, "context": context, "train_stride": train_stride},
             "demand_mean_std": [float(mean[0]), float(std[0])],
+            "target_channel": 0,  # the targets continue input channel 0 (demand)
             "reference": ref,
         },
     )

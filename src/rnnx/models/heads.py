@@ -49,6 +49,13 @@ class SequenceRegressor(nn.Module):
     For forecasting, the backbone reads the context window and the pooled state
     (``pooling="last"``: the state after the last step) is mapped to the next
     ``d_output`` values of the target (a direct multi-horizon forecast).
+
+    ``instance_norm=c`` (forecasting a continuation of input channel ``c``) normalises
+    each input window by its own mean and standard deviation per channel (over its
+    valid steps) and maps the outputs back with channel ``c``'s: the reversible instance
+    normalisation of RevIN (Kim et al., ICLR 2022), without its affine parameters. The
+    model then forecasts the shape of what follows, and a level or scale shift between
+    training and test periods does not reach it.
     """
 
     def __init__(
@@ -58,19 +65,40 @@ class SequenceRegressor(nn.Module):
         pooling: str = "last",
         *,
         per_step: bool = False,
+        instance_norm: int | None = None,
     ) -> None:
         super().__init__()
         require_positive_int("d_output", d_output)
         self.pooling = require_choice("pooling", pooling, ("mean", "last"))
         self.per_step = per_step
+        if instance_norm is not None and not 0 <= instance_norm < config.d_input:
+            raise ValueError(
+                f"instance_norm: expected the index of an input channel in [0, "
+                f"{config.d_input}), got {instance_norm}"
+            )
+        self.instance_norm = instance_norm
         self.backbone = Backbone(config)
         self.head = nn.Linear(config.d_model, d_output)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if self.instance_norm is not None:
+            mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+            if lengths is not None:
+                mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(
+                    x.dtype
+                )
+            n = mask.sum(1, keepdim=True).clamp(min=1)[..., None]  # (B, 1, 1)
+            mean = (x * mask[..., None]).sum(1, keepdim=True) / n
+            var = (((x - mean) * mask[..., None]) ** 2).sum(1, keepdim=True) / n
+            std = (var + 1e-5).sqrt()
+            x = (x - mean) / std * mask[..., None]
         h, _ = self.backbone(x, lengths=lengths)
-        if self.per_step:
-            return self.head(h)
-        return self.head(pool(h, lengths, self.pooling))
+        out = self.head(h) if self.per_step else self.head(pool(h, lengths, self.pooling))
+        if self.instance_norm is not None:
+            c = self.instance_norm
+            shape = (-1, 1, 1) if self.per_step else (-1, 1)
+            out = out * std[:, 0, c].view(shape) + mean[:, 0, c].view(shape)
+        return out
 
 
 class StepClassifier(nn.Module):
@@ -167,8 +195,12 @@ def build_model(
     n_classes: int = 0,
     d_output: int = 0,
     pooling: str = "mean",
+    instance_norm: int | None = None,
 ) -> nn.Module:
-    """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone."""
+    """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone
+    (``instance_norm``: regression only, see :class:`SequenceRegressor`)."""
+    if instance_norm is not None and kind != "regression":
+        raise ValueError(f"instance_norm: only regression heads take it, not {kind!r}")
     if kind == "classification":
         return SequenceClassifier(config, n_classes, pooling=pooling)
     if kind == "tagging":
@@ -176,5 +208,5 @@ def build_model(
     if kind == "lm":
         return LanguageModel(config)
     if kind == "regression":
-        return SequenceRegressor(config, d_output, pooling=pooling)
+        return SequenceRegressor(config, d_output, pooling=pooling, instance_norm=instance_norm)
     raise ValueError(f"kind: expected classification, tagging, lm or regression, got {kind!r}")

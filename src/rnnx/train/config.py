@@ -61,6 +61,11 @@ class ModelConfig:
     """Sequence heads: ``"mean"`` over valid steps or ``"last"`` valid step (None: the
     recipe's: ``"last"`` for forecasting, where the state after the context is what
     predicts, ``"mean"`` otherwise)."""
+    instance_norm: bool | None = None
+    """Forecasting: normalise each input window by its own per-channel mean and std and
+    map the forecast back with the target channel's (RevIN without affine parameters;
+    :class:`rnnx.models.SequenceRegressor`). Needs a task whose ``info`` names its
+    ``target_channel``. None: the recipe's (on for such tasks)."""
     bidirectional: bool | None = None
     """Run every block forward and on the reversed sequence (only the valid part of
     each sequence is reversed) and add the two outputs, as LSSL/S4 do for

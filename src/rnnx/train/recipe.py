@@ -57,6 +57,8 @@ class DataStats:
     """Outputs per sequence (regression)."""
     tokens: int
     """Training steps in all: ``n_train * length``."""
+    target_channel: int | None = None
+    """Forecasting: the input channel the targets continue (``info["target_channel"]``)."""
 
     @classmethod
     def of(cls, task) -> DataStats:
@@ -68,6 +70,7 @@ class DataStats:
             n_classes=int(task.n_classes or 0),
             d_output=int(task.d_output or 0),
             tokens=n * length,
+            target_channel=task.info.get("target_channel"),
         )
 
 
@@ -96,6 +99,10 @@ def recommend(stats: DataStats) -> dict[str, dict[str, tuple[Any, str]]]:
     else:
         model["bidirectional"] = (False, "per-step targets: a causal backbone")
         model["pooling"] = ("mean", "unused by per-step heads")
+    if stats.kind == "regression" and stats.target_channel is not None:
+        model["instance_norm"] = (True, "forecasting: each window normalised by its own level")
+    else:
+        model["instance_norm"] = (False, "not a forecast of an input channel")
 
     if stats.kind == "lm":
         return _language_model(stats, model, train)

@@ -102,7 +102,21 @@ def build_model_for(cfg: RunConfig, task):
         n_classes=task.n_classes,
         d_output=task.d_output,
         pooling=cfg.model.pooling or "mean",
+        instance_norm=instance_norm_channel(cfg, task),
     )
+
+
+def instance_norm_channel(cfg: RunConfig, task) -> int | None:
+    """The input channel a forecasting head normalises by (``model.instance_norm``)."""
+    if not cfg.model.instance_norm:
+        return None
+    channel = task.info.get("target_channel")
+    if task.kind != "regression" or channel is None:
+        raise ValueError(
+            f"instance_norm: {task.name} names no target channel (info['target_channel']): "
+            "instance normalisation is for forecasting a continuation of an input channel"
+        )
+    return int(channel)
 
 
 def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dict[str, Any]:
@@ -117,6 +131,7 @@ def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dic
             "n_classes": task.n_classes,
             "d_output": task.d_output,
             "pooling": cfg.model.pooling or "mean",
+            "instance_norm": instance_norm_channel(cfg, task),
         },
         "task": {"name": task.name, "vocab": task.info.get("vocab")},
     }
@@ -470,6 +485,7 @@ def load_model(path: str | Path):
         n_classes=head["n_classes"],
         d_output=head["d_output"],
         pooling=head["pooling"],
+        instance_norm=head.get("instance_norm"),
     )
     from safetensors import safe_open
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -13,7 +14,7 @@ import torch
 from rnnx.cli import main
 from rnnx.data import _sources, get_task
 from rnnx.train import recipe
-from rnnx.train.callbacks import Budget
+from rnnx.train.callbacks import Budget, ModelSelection, noise_tolerance
 from rnnx.train.checkpoint import load_weights
 from rnnx.train.config import ModelConfig, RunConfig, TaskConfig, TrainConfig, resolve
 from rnnx.train.module import budget_schedule
@@ -101,7 +102,7 @@ def test_model_selection_restores_the_best_weights(tmp_path, select):
     result = train(cfg, out_dir=tmp_path, callbacks=[snaps], progress=False, verbose=False)
     history = result["selection"]["history"]
     assert [h["step"] for h in history] == [2, 4, 6, 8, 10, 12]
-    best = min(history, key=lambda h: (h["mse"], h["step"]))
+    best = min(history, key=lambda h: (h["mse"], -h["step"]))  # MSE: strictly best
     expected = best["step"] if select == "best" else 12
     assert result["selected_step"] == expected
     saved = load_weights(tmp_path / "model.safetensors")
@@ -111,12 +112,52 @@ def test_model_selection_restores_the_best_weights(tmp_path, select):
     assert evaluate(tmp_path)["metrics"] == result["test"]
 
 
+class Sabotage(L.Callback):
+    """After every validation, scrambles the weights: each later validation is worse
+    than the first (the selection has already kept the weights it validated)."""
+
+    def on_validation_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            with torch.no_grad():
+                for p in pl_module.model.parameters():
+                    p.add_(torch.randn_like(p) * 3.0)
+
+
 def test_patience_stops_early(tmp_path):
-    # lr 0 (after warm-up nothing changes): the first validation stays the best.
-    cfg = _small(max_steps=40, val_every=2, patience=3, lr=0.0)
-    result = train(cfg, out_dir=tmp_path, progress=False, verbose=False)
+    cfg = _small(max_steps=40, val_every=2, patience=3)
+    result = train(cfg, out_dir=tmp_path, callbacks=[Sabotage()], progress=False, verbose=False)
     assert result["selection"]["early_stopped"] and result["budget"]["stopped_by"] == "patience"
     assert result["steps"] == 8 and result["selected_step"] == 2
+
+
+def _validate(selection: ModelSelection, step: int, acc: float, n: int) -> None:
+    trainer = SimpleNamespace(sanity_checking=False, global_step=step, should_stop=False)
+    module = SimpleNamespace(
+        val_metrics={"acc": acc, "loss": 1.0 - acc},
+        val_count=float(n),
+        model=torch.nn.Linear(1, 1),
+    )
+    selection.on_validation_end(trainer, module)
+
+
+def test_selection_keeps_the_latest_checkpoint_within_the_noise_of_the_best():
+    # 10 validation items: one item is 0.1, the standard error at 0.9 is 0.095.
+    assert noise_tolerance("acc", 0.9, 10) == pytest.approx(0.1)
+    assert noise_tolerance("acc", 0.5, 100) == pytest.approx(0.05)
+    assert noise_tolerance("mse", 0.5, 100) == 0.0
+    sel = ModelSelection("acc", True, patience=2)
+    for step, acc in [(1, 0.7), (2, 0.9), (3, 0.8), (4, 0.9), (5, 0.8)]:
+        _validate(sel, step, acc, 10)
+    assert sel.best_step == 5 and sel.peak["acc"] == 0.9  # 0.8 is within one item of 0.9
+    sel = ModelSelection("acc", True, patience=2)
+    for step, acc in [(1, 0.7), (2, 1.0), (3, 0.8)]:
+        _validate(sel, step, acc, 10)
+    assert sel.best_step == 2 and sel.bad == 1  # 0.8 is two items short of 1.0
+    # A large validation split resolves small differences.
+    sel = ModelSelection("acc", True, patience=0)
+    for step, acc in [(1, 0.90), (2, 0.95), (3, 0.93)]:
+        _validate(sel, step, acc, 10_000)
+    assert sel.best_step == 2
 
 
 def test_limit_batches_leaves_the_test_split_whole(tmp_path):

@@ -2,8 +2,8 @@
 
 * :class:`RunState` makes a run resumable with nothing lost (below);
 * :class:`Budget` stops a run when its steps or its wall-clock minutes are spent;
-* :class:`ModelSelection` keeps the weights with the best validation metric and
-  stops early after ``patience`` validations without improvement.
+* :class:`ModelSelection` keeps the weights with the best validation metric (within
+  its noise) and stops early after ``patience`` validations that fall short of it.
 
 :class:`RunState` writes ``checkpoints/last.safetensors`` every ``every`` optimizer
 steps and at the end of an epoch (after its validation) when ``every`` steps have
@@ -17,6 +17,7 @@ never interrupted.
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -157,35 +158,52 @@ class Budget(L.Callback):
         self.stopped_by = state.get("stopped_by")
 
 
-class ModelSelection(L.Callback):
-    """Keeps the weights with the best validation metric; stops after ``patience``
-    validations without improvement.
+def noise_tolerance(metric: str, value: float, n: float) -> float:
+    """How far a validation ``metric`` may fall short of ``value`` and still count as
+    equally good: for an accuracy ``p`` over ``n`` items, its standard error
+    ``sqrt(p (1 - p) / n)`` and at least one item ``1 / n``; 0 for other metrics."""
+    if metric != "acc" or n <= 0:
+        return 0.0
+    return max(1.0 / n, math.sqrt(max(value * (1 - value), 0.0) / n))
 
-    "Better" is the task's headline metric (higher accuracy, lower bits per character
-    or MSE); on a tie, the lower validation loss (for kinds that have one: small
-    validation splits tie often on accuracy); on a tie of both, the earlier step is
-    kept. The best weights live in memory and in the training checkpoint (this
-    callback's state), so a resumed run selects exactly what an uninterrupted one
-    would. ``patience`` 0 never stops. :meth:`restore` loads the best weights into
-    the model (call it after ``fit``).
+
+class ModelSelection(L.Callback):
+    """Keeps the weights with the best validation metric, within its noise, and stops
+    after ``patience`` validations in a row that fall short of it.
+
+    The peak is the best validation metric so far (higher accuracy, lower bits per
+    character or MSE). A validation accuracy over n items is uncertain by about its
+    standard error (:func:`noise_tolerance`): checkpoints within that of the peak are
+    indistinguishable on this validation split, and of those the latest is kept — it
+    has trained longest and, under the decaying learning rate, settled most (the
+    one-standard-error rule of Breiman et al. 1984, choosing among the equally good).
+    On the small validation splits of small data sets this keeps the end of training
+    unless the validation split shows it is worse; a strictly best checkpoint there
+    is mostly noise (measured: docs/training.md). Metrics without a noise model (bits
+    per character, MSE) keep the strictly best, ties going to the later.
+
+    A validation that falls short counts towards ``patience`` (0: never stop). The
+    kept weights live in memory and in the training checkpoint (this callback's
+    state), so a resumed run selects exactly what an uninterrupted one would.
+    :meth:`restore` loads them into the model (call it after ``fit``).
     """
 
     def __init__(self, metric: str, higher_is_better: bool, patience: int) -> None:
         self.metric, self.higher, self.patience = metric, bool(higher_is_better), int(patience)
+        self.peak: dict[str, float] | None = None
         self.best: dict[str, float] | None = None
         self.best_step = -1
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self.tolerance = 0.0
         self.bad = 0
         self.history: list[dict[str, float]] = []
         self.early_stopped = False
 
-    def _key(self, metrics: dict[str, float]) -> tuple[float, float]:
-        main = float(metrics[self.metric])
-        loss = float(metrics.get("loss", 0.0)) if self.metric != "loss" else 0.0
-        return (-main if self.higher else main, loss)
-
-    def better(self, metrics: dict[str, float]) -> bool:
-        return self.best is None or self._key(metrics) < self._key(self.best)
+    def _gap(self, metrics: dict[str, float]) -> float:
+        """How much worse than the peak ``metrics`` are (negative: better)."""
+        assert self.peak is not None
+        d = float(self.peak[self.metric]) - float(metrics[self.metric])
+        return d if self.higher else -d
 
     def on_validation_end(self, trainer, pl_module) -> None:
         # (after the module's on_validation_epoch_end, which computed val_metrics)
@@ -198,7 +216,11 @@ class ModelSelection(L.Callback):
         if self.history and self.history[-1]["step"] == step:
             return  # validated twice at one step (the end of fit): nothing new
         self.history.append({"step": step, **metrics})
-        if self.better(metrics):
+        if self.peak is None or self._gap(metrics) < 0:
+            self.peak = dict(metrics)
+        n = float(getattr(pl_module, "val_count", 0.0))
+        self.tolerance = noise_tolerance(self.metric, float(self.peak[self.metric]), n)
+        if self._gap(metrics) <= self.tolerance + 1e-12:
             self.best, self.best_step, self.bad = dict(metrics), step, 0
             self.best_weights = {
                 k: v.detach().clone() for k, v in pl_module.model.state_dict().items()
@@ -218,6 +240,8 @@ class ModelSelection(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "peak": self.peak,
+            "tolerance": self.tolerance,
             "best": self.best,
             "best_step": self.best_step,
             "bad": self.bad,
@@ -227,6 +251,7 @@ class ModelSelection(L.Callback):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.peak, self.tolerance = state["peak"], float(state["tolerance"])
         self.best, self.best_step = state["best"], int(state["best_step"])
         self.bad, self.history = int(state["bad"]), list(state["history"])
         self.early_stopped = bool(state.get("early_stopped", False))

@@ -144,11 +144,13 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: off)."""
     select: str = "best"
     """Which weights the run tests and saves as its model: ``"best"``, those with the best
-    validation metric (ties: the lower validation loss, then the earlier step), or
-    ``"last"``, those at the end of training."""
+    validation metric within its noise (an accuracy within one standard error of the
+    highest counts as equally good, and the latest such checkpoint is kept; other
+    metrics: the strictly best, ties to the later; :class:`rnnx.train.callbacks.ModelSelection`),
+    or ``"last"``, those at the end of training."""
     patience: int | None = None
-    """Stop when this many validations in a row did not improve on the best one
-    (0: never; None: the recipe's)."""
+    """Stop when this many validations in a row fell short of the best one (by more than
+    its noise; 0: never; None: the recipe's)."""
     precision: str = "auto"
     """``"32"``, ``"bf16-mixed"``, or ``"auto"``: bf16-mixed if the CPU has native
     bf16 instructions (AVX512-BF16 or AMX), else 32."""

@@ -104,6 +104,7 @@ class TaskModule(L.LightningModule):
         trainer's estimated number of steps)."""
         self._sums: dict[str, torch.Tensor] = {}
         self.val_metrics: dict[str, float] = {}
+        self.val_count = 0.0
 
     # ------------------------------------------------------------------ loss
 
@@ -186,7 +187,10 @@ class TaskModule(L.LightningModule):
         keys = sorted(sums)
         vec = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in keys])
         vec = self.trainer.strategy.reduce(vec, reduce_op="sum") if self._distributed() else vec
-        metrics = self.metrics_from_sums(self.kind, dict(zip(keys, vec.tolist())))
+        totals = dict(zip(keys, vec.tolist()))
+        metrics = self.metrics_from_sums(self.kind, totals)
+        if stage == "val":
+            self.val_count = float(totals["n"])  # items (or scored steps) validated
         for k, v in metrics.items():
             # Already reduced over processes above; rank_zero_only avoids a second reduction.
             self.log(f"{stage}_{k}", v, prog_bar=(stage == "val"), rank_zero_only=True)

@@ -354,6 +354,8 @@ def train(
                 "select": t.select,
                 "selected_step": selected,
                 "val": selection.best if t.select == "best" else selection.history[-1:],
+                "val_peak": selection.peak,
+                "tolerance": round(selection.tolerance, 6),
                 "validations": len(selection.history),
                 "val_every": val_every,
                 "patience": t.patience,
@@ -389,7 +391,11 @@ def train(
         result["curves"] = str(png) if png else None
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         value = metrics.get(metric, float("nan"))
-        which = f"the best validation {metric}, step {selected}" if t.select == "best" else "last"
+        which = (
+            f"the best validation {metric} (within its noise), step {selected}"
+            if t.select == "best"
+            else "last"
+        )
         say(
             f"\ntest {metric}: {value:.4f}  ({shown}; weights: {which}; "
             f"{len(task.test)} test items; {train_s:.0f} s of training)"

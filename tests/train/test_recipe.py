@@ -203,6 +203,14 @@ def test_the_recipe_reads_the_data_and_yields_to_the_user():
             assert v is not None or k in open_by_default[section], f"{section}.{k}"
 
 
+def test_validation_costs_a_small_part_of_a_run():
+    assert recipe.val_interval(2000) == 50  # 40 validations
+    assert recipe.val_interval(2000, 32, 40) == 50  # a small validation split: still 40
+    # 5000 validation windows against 2840 steps of 64: 10 validations, not 40.
+    assert recipe.val_interval(2840, 64, 5165) == 284
+    assert recipe.val_interval(5, 1, 10**6) == 1
+
+
 def _digits_like():
     from rnnx.data import SequenceDataset, TaskData
 

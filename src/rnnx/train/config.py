@@ -160,8 +160,8 @@ class TrainConfig:
     """Write ``checkpoints/last.safetensors`` every this many steps, and at the end of an
     epoch once this many steps have passed since the last one (0: at every epoch end)."""
     val_every: int = 0
-    """Validate every this many optimizer steps (0: the recipe's, about 40 validations
-    per run, at most one per step)."""
+    """Validate every this many optimizer steps (0: the recipe's, 40 validations per run,
+    down to 10 where the validation split is large; at most one per step)."""
     limit_batches: float = 1.0
     """Fraction (<= 1) or number (> 1) of training and validation batches per epoch, for
     smoke runs; the test split is always evaluated whole."""

@@ -38,7 +38,8 @@ from rnnx.train.config import RunConfig, TrainConfig
 DEFAULT_MINUTES = 30.0
 
 #: Validations per run the recipe aims at (``val_every``): enough to find the best
-#: checkpoint and to stop early, few enough to cost a small part of the run.
+#: checkpoint and to stop early, few enough to cost a small part of the run
+#: (:func:`val_interval`).
 VALIDATIONS_PER_RUN = 40
 
 
@@ -191,6 +192,13 @@ def total_steps(t: TrainConfig, per_epoch: int) -> int:
     return min(options)
 
 
-def val_interval(steps: int) -> int:
-    """Validate every this many steps: about :data:`VALIDATIONS_PER_RUN` per run."""
-    return max(1, round(steps / VALIDATIONS_PER_RUN))
+def val_interval(steps: int, batch_size: int = 1, n_val: int = 0) -> int:
+    """Validate every this many steps: :data:`VALIDATIONS_PER_RUN` per run, fewer (down
+    to 10) where the validation split is large, so that validating costs at most about
+    a tenth of training (a validation item costs about a third of a training item:
+    forward only)."""
+    validations = VALIDATIONS_PER_RUN
+    if n_val > 0:
+        affordable = int(0.3 * steps * batch_size / n_val)
+        validations = max(10, min(validations, affordable))
+    return max(1, round(steps / validations))

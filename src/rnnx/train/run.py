@@ -235,7 +235,7 @@ def train(
     n = len(train_dl)
     per_epoch = max(1, int(n * limit)) if isinstance(limit, float) else min(n, limit)
     steps = recipe.total_steps(t, per_epoch)
-    val_every = t.val_every or recipe.val_interval(steps)
+    val_every = t.val_every or recipe.val_interval(steps, t.batch_size, len(task.val))
     budget = Budget(steps, t.budget_minutes or 0.0, t.budget_clock)
     selection = ModelSelection(metric, higher, t.patience or 0)
     module = TaskModule(

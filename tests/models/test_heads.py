@@ -128,3 +128,21 @@ def test_instance_norm_forecasts_are_equivariant_to_level_and_scale():
     assert_close(model(padded, lengths)[3], model(x[3:4, :3])[0], rtol=1e-9)
     with pytest.raises(ValueError, match=r"instance_norm: expected the index of an input"):
         SequenceRegressor(cfg, d_output=5, instance_norm=3)
+
+
+def test_linear_skip_starts_at_zero_and_adds_a_linear_map_of_the_window():
+    cfg = BackboneConfig(layer="s4d", d_model=8, n_layers=1, d_input=2)
+    plain = SequenceRegressor(cfg, d_output=4).double().eval()
+    model = SequenceRegressor(cfg, d_output=4, linear_skip=(1, 10)).double().eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(3, 10, 2, dtype=torch.float64)
+    assert_close(model(x), plain(x), rtol=1e-12)  # zero at the start
+    with torch.no_grad():
+        model.skip.weight.normal_()
+        model.skip.bias.normal_()
+    expected = plain(x) + x[..., 1] @ model.skip.weight.T + model.skip.bias
+    assert_close(model(x), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="reads windows of exactly 10 steps"):
+        model(x[:, :7])
+    with pytest.raises(ValueError, match="linear_skip: expected"):
+        SequenceRegressor(cfg, d_output=4, linear_skip=(2, 10))

@@ -190,6 +190,7 @@ def test_the_recipe_reads_the_data_and_yields_to_the_user():
     assert cfg.model.instance_norm is False  # the adding problem forecasts no input channel
     forecast = recipe.recommend(recipe.DataStats("regression", 900, 336, 0, 96, 302400, 0))
     assert forecast["model"]["instance_norm"][0] is True
+    assert forecast["model"]["linear_skip"][0] is True
     # More data: a larger batch, and at least the minimum number of steps.
     small = recipe.recommend(recipe.DataStats("classification", 30, 100, 3, 0, 3000))
     large = recipe.recommend(recipe.DataStats("classification", 9000, 100, 3, 0, 900000))
@@ -198,6 +199,7 @@ def test_the_recipe_reads_the_data_and_yields_to_the_user():
     assert small["model"]["dropout"][0] >= large["model"]["dropout"][0]
     # Every setting whose default is None ("the recipe's") has a value after apply.
     open_by_default = {"model": {"d_state", "mode"}, "train": {"epochs"}}
+    assert cfg.model.linear_skip is False
     for section in ("model", "train"):
         for k, v in vars(getattr(cfg, section)).items():
             assert v is not None or k in open_by_default[section], f"{section}.{k}"

@@ -56,6 +56,13 @@ class SequenceRegressor(nn.Module):
     normalisation of RevIN (Kim et al., ICLR 2022), without its affine parameters. The
     model then forecasts the shape of what follows, and a level or scale shift between
     training and test periods does not reach it.
+
+    ``linear_skip=(c, n)`` adds to the outputs a linear map of input channel ``c``'s
+    ``n`` steps (the whole window, after the instance normalisation if it is on):
+    DLinear's "Linear" forecaster (Zeng et al., arXiv 2205.13504), a strong baseline on
+    long horizons, inside the model; the backbone's head then learns what a linear
+    map of the past misses. It starts at zero, so the model starts as the backbone
+    alone. Needs windows of exactly ``n`` steps.
     """
 
     def __init__(
@@ -66,11 +73,26 @@ class SequenceRegressor(nn.Module):
         *,
         per_step: bool = False,
         instance_norm: int | None = None,
+        linear_skip: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         require_positive_int("d_output", d_output)
         self.pooling = require_choice("pooling", pooling, ("mean", "last"))
         self.per_step = per_step
+        self.skip: nn.Linear | None = None
+        self.skip_channel = -1
+        if linear_skip is not None:
+            channel, length = (int(v) for v in linear_skip)
+            if per_step or not 0 <= channel < config.d_input:
+                raise ValueError(
+                    f"linear_skip: expected (input channel in [0, {config.d_input}), window "
+                    f"length) for a per-sequence head, got {tuple(linear_skip)}"
+                )
+            require_positive_int("linear_skip length", length)
+            self.skip_channel = channel
+            self.skip = nn.Linear(length, d_output)
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
         if instance_norm is not None and not 0 <= instance_norm < config.d_input:
             raise ValueError(
                 f"instance_norm: expected the index of an input channel in [0, "
@@ -94,6 +116,13 @@ class SequenceRegressor(nn.Module):
             x = (x - mean) / std * mask[..., None]
         h, _ = self.backbone(x, lengths=lengths)
         out = self.head(h) if self.per_step else self.head(pool(h, lengths, self.pooling))
+        if self.skip is not None:
+            if x.shape[1] != self.skip.in_features or lengths is not None:
+                raise ValueError(
+                    f"x: a linear_skip head reads windows of exactly {self.skip.in_features} "
+                    f"steps (no lengths), got {x.shape[1]} steps"
+                )
+            out = out + self.skip(x[..., self.skip_channel].to(self.skip.weight.dtype))
         if self.instance_norm is not None:
             c = self.instance_norm
             shape = (-1, 1, 1) if self.per_step else (-1, 1)
@@ -196,11 +225,14 @@ def build_model(
     d_output: int = 0,
     pooling: str = "mean",
     instance_norm: int | None = None,
+    linear_skip: tuple[int, int] | None = None,
 ) -> nn.Module:
     """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone
-    (``instance_norm``: regression only, see :class:`SequenceRegressor`)."""
-    if instance_norm is not None and kind != "regression":
-        raise ValueError(f"instance_norm: only regression heads take it, not {kind!r}")
+    (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`)."""
+    if (instance_norm is not None or linear_skip is not None) and kind != "regression":
+        raise ValueError(
+            f"instance_norm, linear_skip: only regression heads take them, not {kind!r}"
+        )
     if kind == "classification":
         return SequenceClassifier(config, n_classes, pooling=pooling)
     if kind == "tagging":
@@ -208,5 +240,11 @@ def build_model(
     if kind == "lm":
         return LanguageModel(config)
     if kind == "regression":
-        return SequenceRegressor(config, d_output, pooling=pooling, instance_norm=instance_norm)
+        return SequenceRegressor(
+            config,
+            d_output,
+            pooling=pooling,
+            instance_norm=instance_norm,
+            linear_skip=linear_skip,
+        )
     raise ValueError(f"kind: expected classification, tagging, lm or regression, got {kind!r}")

@@ -66,6 +66,11 @@ class ModelConfig:
     map the forecast back with the target channel's (RevIN without affine parameters;
     :class:`rnnx.models.SequenceRegressor`). Needs a task whose ``info`` names its
     ``target_channel``. None: the recipe's (on for such tasks)."""
+    linear_skip: bool | None = None
+    """Forecasting: add a linear map from the target channel's context window to the
+    forecast (DLinear's "Linear", arXiv 2205.13504, inside the model;
+    :class:`rnnx.models.SequenceRegressor`). Needs a task whose ``info`` names its
+    ``target_channel``. None: the recipe's (on for such tasks)."""
     bidirectional: bool | None = None
     """Run every block forward and on the reversed sequence (only the valid part of
     each sequence is reversed) and add the two outputs, as LSSL/S4 do for

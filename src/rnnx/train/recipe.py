@@ -102,8 +102,10 @@ def recommend(stats: DataStats) -> dict[str, dict[str, tuple[Any, str]]]:
         model["pooling"] = ("mean", "unused by per-step heads")
     if stats.kind == "regression" and stats.target_channel is not None:
         model["instance_norm"] = (True, "forecasting: each window normalised by its own level")
+        model["linear_skip"] = (True, "forecasting: a linear map of the window, DLinear's")
     else:
         model["instance_norm"] = (False, "not a forecast of an input channel")
+        model["linear_skip"] = (False, "not a forecast of an input channel")
 
     if stats.kind == "lm":
         return _language_model(stats, model, train)

@@ -102,21 +102,29 @@ def build_model_for(cfg: RunConfig, task):
         n_classes=task.n_classes,
         d_output=task.d_output,
         pooling=cfg.model.pooling or "mean",
-        instance_norm=instance_norm_channel(cfg, task),
+        **forecasting_head(cfg, task),
     )
 
 
-def instance_norm_channel(cfg: RunConfig, task) -> int | None:
-    """The input channel a forecasting head normalises by (``model.instance_norm``)."""
-    if not cfg.model.instance_norm:
-        return None
+def forecasting_head(cfg: RunConfig, task) -> dict[str, Any]:
+    """``instance_norm`` and ``linear_skip`` arguments of a forecasting head, from
+    ``model.instance_norm`` / ``model.linear_skip`` and the task's target channel."""
+    out: dict[str, Any] = {"instance_norm": None, "linear_skip": None}
+    wanted = [k for k in ("instance_norm", "linear_skip") if getattr(cfg.model, k)]
+    if not wanted:
+        return out
     channel = task.info.get("target_channel")
     if task.kind != "regression" or channel is None:
         raise ValueError(
-            f"instance_norm: {task.name} names no target channel (info['target_channel']): "
-            "instance normalisation is for forecasting a continuation of an input channel"
+            f"{', '.join(wanted)}: {task.name} names no target channel "
+            "(info['target_channel']): these are for forecasting a continuation of an "
+            "input channel"
         )
-    return int(channel)
+    if cfg.model.instance_norm:
+        out["instance_norm"] = int(channel)
+    if cfg.model.linear_skip:
+        out["linear_skip"] = [int(channel), int(task.train.x.shape[1])]
+    return out
 
 
 def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dict[str, Any]:
@@ -131,7 +139,7 @@ def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dic
             "n_classes": task.n_classes,
             "d_output": task.d_output,
             "pooling": cfg.model.pooling or "mean",
-            "instance_norm": instance_norm_channel(cfg, task),
+            **forecasting_head(cfg, task),
         },
         "task": {"name": task.name, "vocab": task.info.get("vocab")},
     }
@@ -391,11 +399,9 @@ def train(
         result["curves"] = str(png) if png else None
         shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         value = metrics.get(metric, float("nan"))
-        which = (
-            f"the best validation {metric} (within its noise), step {selected}"
-            if t.select == "best"
-            else "last"
-        )
+        noise = " (within its noise)" if selection.tolerance else ""
+        which = f"the best validation {metric}{noise}, step {selected}"
+        which = which if t.select == "best" else "last"
         say(
             f"\ntest {metric}: {value:.4f}  ({shown}; weights: {which}; "
             f"{len(task.test)} test items; {train_s:.0f} s of training)"
@@ -492,6 +498,7 @@ def load_model(path: str | Path):
         d_output=head["d_output"],
         pooling=head["pooling"],
         instance_norm=head.get("instance_norm"),
+        linear_skip=head.get("linear_skip"),
     )
     from safetensors import safe_open
 

@@ -55,9 +55,11 @@ class RunState(L.Callback):
         # (Saving at the last batch instead would make Lightning replay an empty epoch.)
         # Epochs shorter than `every` steps (small data sets under a step budget) are
         # not checkpointed at every end: only once `every` steps have passed since the
-        # last checkpoint (a resume from a mid-epoch checkpoint is exact as well).
+        # last checkpoint (a resume from a mid-epoch checkpoint is exact as well), and
+        # when the run ends.
         self._epoch, self._done = trainer.current_epoch + 1, 0
-        if not self.every or trainer.global_step - self._saved_at >= self.every:
+        ending = trainer.should_stop or trainer.global_step >= trainer.max_steps > 0
+        if ending or not self.every or trainer.global_step - self._saved_at >= self.every:
             self._saved_at = trainer.global_step
             trainer.save_checkpoint(self.path)
 

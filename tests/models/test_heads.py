@@ -146,3 +146,34 @@ def test_linear_skip_starts_at_zero_and_adds_a_linear_map_of_the_window():
         model(x[:, :7])
     with pytest.raises(ValueError, match="linear_skip: expected"):
         SequenceRegressor(cfg, d_output=4, linear_skip=(2, 10))
+
+
+def test_several_target_channels_are_time_major_each_with_its_own_level_and_scale():
+    # Two targets (input channels 2 and 0), horizon 3: outputs t * 2 + k continue
+    # channel [2, 0][k], as csv: forecasts of several columns are laid out.
+    cfg = BackboneConfig(layer="s4d", d_model=8, n_layers=1, d_input=3)
+    model = SequenceRegressor(
+        cfg, d_output=6, instance_norm=[2, 0], linear_skip=([2, 0], 10)
+    ).double()
+    model.eval()
+    with torch.no_grad():
+        model.skip.weight.normal_()
+        model.skip.bias.normal_()
+    x = torch.randn(4, 10, 3, dtype=torch.float64)
+    scale = torch.tensor([2.0, 3.0, 0.5], dtype=torch.float64)
+    shift = torch.tensor([-1.0, 7.0, 4.0], dtype=torch.float64)
+    y = model(x).view(4, 3, 2)
+    moved = model(x * scale + shift).view(4, 3, 2)
+    assert_close(moved[..., 0], y[..., 0] * 0.5 + 4.0, rtol=1e-4)  # channel 2
+    assert_close(moved[..., 1], y[..., 1] * 2.0 - 1.0, rtol=1e-4)  # channel 0
+    # The linear map reads each target's own normalised window, one map for both.
+    plain = SequenceRegressor(cfg, d_output=6, instance_norm=[2, 0]).double().eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    mean, std = x.mean(1, keepdim=True), (x.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    z = (x - mean) / std
+    lin = torch.stack([z[..., c] @ model.skip.weight.T + model.skip.bias for c in (2, 0)], -1)
+    sd = std[:, 0, [2, 0]]
+    expected = plain(x).view(4, 3, 2) + lin * sd[:, None]
+    assert_close(model(x).view(4, 3, 2), expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="instance_norm: expected"):
+        SequenceRegressor(cfg, d_output=5, instance_norm=[2, 0])  # 5 outputs, 2 targets

@@ -297,3 +297,103 @@ def test_step_fn_returning_the_wrong_shape_is_named():
     x, h0 = _data()
     with pytest.raises(ValueError, match=r"step_fn: expected it to return the next state of shape"):
         newton_solve(lambda h, x: h[..., :2], x, h0, Diagonal())
+
+
+# --------------------------------------------------------------------------- quasi-Newton
+
+
+def _diagonal_of(cell):
+    """A quasi-Newton Jacobian for a dense cell: the diagonal of the exact one."""
+
+    def value_and_diag(h, x):
+        val, jac = jacobian(cell, h, x, Dense())
+        return val, torch.diagonal(jac, dim1=-2, dim2=-1)
+
+    return value_and_diag
+
+
+def test_quasi_newton_matches_sequential_outputs_and_all_gradients():
+    torch.manual_seed(0)
+    cell = DenseCell().double()
+    x, h0 = _data()
+    h_ref, g_ref = _run(lambda x, h0: sequential_solve(cell, x, h0), cell, x, h0)
+    infos = []
+
+    def quasi(x, h0):
+        h, info = newton_solve(
+            cell,
+            x,
+            h0,
+            Diagonal(),
+            tol=1e-13,
+            max_iter=40,
+            jacobian_fn=_diagonal_of(cell),
+            exact_jacobian=False,
+        )
+        infos.append(info)
+        return h
+
+    h, g = _run(quasi, cell, x, h0)
+    info = infos[0]
+    assert info.converged and not info.fell_back
+    # linear convergence: more iterations than Newton's, at most T
+    assert 2 < info.iterations <= x.shape[1]
+    assert info.adjoint_iterations is not None and not info.adjoint_fell_back
+    assert info.adjoint_residuals[-1] <= 1e-13
+    assert_close(h, h_ref, rtol=1e-10, what="states")
+    for name, a, b in zip(["x", "h0", "param0", "param1"], g, g_ref):
+        assert_close(a, b, rtol=1e-9, what=f"gradient of {name}")
+
+
+def test_quasi_newton_gradcheck_float64():
+    torch.manual_seed(1)
+    cell = DenseCell().double()
+    x, h0 = _data(B=2, T=5)
+    params = list(cell.parameters())
+
+    def fn(x, h0, *ps):
+        with torch.nn.utils.stateless._reparametrize_module(
+            cell, {n: p for (n, _), p in zip(cell.named_parameters(), ps)}
+        ):
+            h, _ = newton_solve(
+                cell,
+                x,
+                h0,
+                Diagonal(),
+                tol=1e-14,
+                max_iter=30,
+                jacobian_fn=_diagonal_of(cell),
+                exact_jacobian=False,
+            )
+        return h
+
+    inputs = [x.requires_grad_(), h0.requires_grad_()]
+    inputs += [p.detach().requires_grad_() for p in params]
+    assert torch.autograd.gradcheck(fn, inputs, atol=1e-7)
+
+
+def test_quasi_newton_adjoint_falls_back_to_the_sequential_sweep():
+    torch.manual_seed(2)
+    cell = DenseCell().double()
+    x, h0 = _data(T=9)
+    x = x.clone().requires_grad_()
+    h, info = newton_solve(
+        cell, x, h0, Diagonal(), tol=1e-13, max_iter=30,
+        jacobian_fn=_diagonal_of(cell), exact_jacobian=False,
+    )  # fmt: skip
+    assert info.converged
+    # the forward converged; give the backward no iteration at all
+    h.grad_fn.solver.max_iter = 0
+    with pytest.warns(NewtonWarning, match="sequential adjoint sweep"):
+        (gx,) = torch.autograd.grad(h.sum(), [x])
+    assert info.adjoint_fell_back
+    h_seq = sequential_solve(cell, x, h0)
+    (gx_ref,) = torch.autograd.grad(h_seq.sum(), [x])
+    assert_close(gx, gx_ref, rtol=1e-10, what="gradient of x")
+
+
+def test_quasi_newton_needs_its_jacobian():
+    cell = DenseCell().double()
+    x, h0 = _data(T=4)
+    with pytest.raises(ValueError, match="exact_jacobian: False needs the approximate"):
+        newton_solve(cell, x.requires_grad_(), h0, Diagonal(), exact_jacobian=False)

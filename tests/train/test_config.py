@@ -31,13 +31,69 @@ def test_precedence(tmp_path):
 def test_config_errors(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[train]\nepoch = 3\n")
-    with pytest.raises(ValueError, match=r"\[train\]: unknown key\(s\) \['epoch'\]"):
+    with pytest.raises(
+        ValueError, match=r"\[train\] epoch: unknown setting; did you mean 'epochs'"
+    ):
         resolve({}, bad)
     bad.write_text("[optim]\nlr = 3\n")
     with pytest.raises(ValueError, match=r"unknown table\(s\) \['optim'\]"):
         resolve({}, bad)
+    bad.write_text("[train\nlr = 3\n")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        resolve({}, bad)
+    with pytest.raises(ValueError, match="no such file"):
+        resolve({}, tmp_path / "missing.toml")
     with pytest.raises(ValueError, match="--task-arg: expected KEY=VALUE"):
         parse_pairs(["horizon"], "--task-arg")
+
+
+@pytest.mark.parametrize(
+    ("over", "message"),
+    [
+        ({"train": {"epochs": "two"}}, r"\[train\] epochs: expected an integer, got 'two' \(str\)"),
+        ({"train": {"epochs": 0}}, r"\[train\] epochs: expected an integer >= 1, got 0"),
+        ({"train": {"epochs": -1}}, r"\[train\] epochs: expected an integer >= 1, got -1"),
+        ({"train": {"epochs": True}}, r"\[train\] epochs: expected an integer, got True"),
+        ({"train": {"max_steps": 0}}, r"max_steps: expected an integer >= 1 \(or -1\), got 0"),
+        ({"train": {"lr": -1}}, r"\[train\] lr: expected a number > 0, got -1.0"),
+        ({"train": {"lr": float("nan")}}, r"\[train\] lr: expected a number > 0, got nan"),
+        ({"train": {"batch_size": 0}}, r"batch_size: expected an integer >= 1, got 0"),
+        ({"train": {"precision": "16"}}, r"precision: expected one of 'auto', '32'"),
+        ({"model": {"dropout": 1.0}}, r"\[model\] dropout: expected a number >= 0 and < 1"),
+        ({"model": {"norm": "batch"}}, r"\[model\] norm: expected one of 'layer', 'rms'"),
+        (
+            {"model": {"layer": "LSTM"}},
+            r"\[model\] layer: no layer named 'LSTM'; did you mean 'lstm'",
+        ),
+        ({"model": {"layer": "lstm", "mode": "scan"}}, r"layer 'lstm' has no mode 'scan'"),
+        ({"model": {"layer": "lstm", "d_state": 4}}, r"layer 'lstm' has no state size d_state"),
+        (
+            {"model": {"layer": "s4d", "layer_kwargs": {"d_stat": 4}}},
+            r"layer 's4d' takes no argument 'd_stat'; did you mean 'd_state'",
+        ),
+        (
+            {"task": {"name": "Digits"}},
+            r"\[task\] name: no task named 'Digits'; did you mean 'digits'",
+        ),
+        (
+            {"task": {"name": "shakespeare", "kwargs": {"path": "x.txt"}}},
+            r"task 'shakespeare' takes no argument 'path' \(it takes: seq_len",
+        ),
+        ({"task": {"name": "text"}}, r"'text' needs a data set name or path"),
+    ],
+    ids=lambda v: str(v)[:40] if isinstance(v, dict) else None,
+)
+def test_every_setting_is_checked_before_anything_starts(over, message):
+    from rnnx.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        resolve(over)
+
+
+def test_path_tasks_record_an_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = resolve({"task": {"name": "text:notes.txt"}})
+    assert cfg.task.name == f"text:{tmp_path / 'notes.txt'}"
 
 
 def test_parse_value():

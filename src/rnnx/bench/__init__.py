@@ -12,7 +12,9 @@ Each module here that does not start with an underscore is one benchmark, run wi
 
 The code lives in the package, not in a top-level ``benchmarks/`` folder, so that
 ``rnnx bench`` works from an installed rnnx; results are written to
-``benchmarks/results/<name>.json`` (``--out`` to change) and the headline figures go
+``<results dir>/<name>.json``: ``--results-dir DIR``, else ``$RNNX_BENCH_DIR``, else
+``~/.cache/rnnx/bench`` (never the source tree; ``--out FILE`` for one benchmark). The
+repository's own measurements are in ``benchmarks/results/`` and the headline figures go
 to ``docs/benchmarks.md`` with the command that produced them.
 
 Peers (torch.nn, flash-linear-attention, mamba-ssm, ...) are imported with

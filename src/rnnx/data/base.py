@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +10,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+
+from rnnx._names import did_you_mean
 
 
 class MissingDependencyError(ImportError):
@@ -106,6 +107,9 @@ class TaskEntry:
     """Recommended ``{"model": {...}, "train": {...}}`` settings for ``rnnx train``."""
     parametric: bool = False
     """Takes a data set name after a colon: ``ucr:FordA``."""
+    takes_path: bool = False
+    """The part after the colon is a file or folder (``text:notes.txt``); a run's config
+    records it as an absolute path, so ``rnnx eval`` finds it from any directory."""
 
 
 _TASKS: dict[str, TaskEntry] = {}
@@ -118,36 +122,58 @@ def register_task(
     sources: tuple[str, ...] = (),
     defaults: dict[str, dict[str, Any]] | None = None,
     parametric: bool = False,
+    takes_path: bool = False,
 ):
     """Decorator: register a function ``(seed: int = 0, **kw) -> TaskData`` under ``name``.
 
     A ``parametric`` task is called as ``name:<dataset>`` and receives the data set
-    name as its first positional argument (``get_task("ucr:FordA")``).
+    name as its first positional argument (``get_task("ucr:FordA")``); with
+    ``takes_path`` that argument is a path (the user's own data: ``text:notes.txt``).
     """
 
     def deco(fn: Callable[..., TaskData]) -> Callable[..., TaskData]:
         if name in _TASKS and _TASKS[name].fn is not fn:
             raise ValueError(f"register_task: the name {name!r} is taken")
         doc = description or (fn.__doc__ or "").strip().split("\n")[0]
-        _TASKS[name] = TaskEntry(name, fn, doc, tuple(sources), defaults or {}, parametric)
+        _TASKS[name] = TaskEntry(
+            name, fn, doc, tuple(sources), defaults or {}, parametric or takes_path, takes_path
+        )
         return fn
 
     return deco
 
 
 def task_entry(name: str) -> TaskEntry:
-    """The registry entry of ``name`` (``"ucr:FordA"`` finds ``"ucr"``)."""
+    """The registry entry of ``name`` (``"ucr:FordA"`` finds ``"ucr"``); a name not
+    among the built-in tasks is looked up in the ``rnnx.tasks`` entry points."""
+    from rnnx import _plugins
+
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"task: expected a task name (rnnx list tasks), got {name!r}")
     base = name.split(":", 1)[0]
+    if base not in _TASKS:
+        _plugins.load_entry_points("tasks")
     entry = _TASKS.get(base)
+    if entry is not None and entry.parametric and ":" not in name:
+        raise ValueError(f"task: {base!r} needs a data set name or path, e.g. {base}:<Name>")
     if entry is None or (entry.parametric != (":" in name)):
-        close = difflib.get_close_matches(name, list(_TASKS), n=3)
-        if entry is not None and entry.parametric:
-            raise ValueError(f"task: {base!r} needs a data set name, e.g. {base}:<Name>")
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(base, list(_TASKS))
         raise ValueError(
-            f"task: no task named {name!r}{hint} Known tasks: {', '.join(task_names())}"
+            f"task: no task named {name!r}{hint} (known tasks: {', '.join(task_names())})"
+            + _plugins.failures("tasks")
         )
     return entry
+
+
+def canonical_task_name(name: str) -> str:
+    """``name`` with the path of a path task made absolute (``text:/home/me/notes.txt``)."""
+    entry = task_entry(name)
+    if not entry.takes_path:
+        return name
+    from pathlib import Path
+
+    base, rest = name.split(":", 1)
+    return f"{base}:{Path(rest).expanduser().absolute()}"
 
 
 def get_task(name: str, **kwargs: Any) -> TaskData:
@@ -159,11 +185,21 @@ def get_task(name: str, **kwargs: Any) -> TaskData:
 
 
 def task_names() -> list[str]:
-    """Registered task names (parametric ones as ``name:<Name>``)."""
-    return sorted(n + (":<Name>" if e.parametric else "") for n, e in _TASKS.items())
+    """Registered task names (parametric ones as ``name:<Name>``), plugins included."""
+    from rnnx import _plugins
+
+    _plugins.load_entry_points("tasks")
+    return sorted(_display_name(e) for e in _TASKS.values())
+
+
+def _display_name(e: TaskEntry) -> str:
+    return e.name + (":PATH" if e.takes_path else ":<Name>" if e.parametric else "")
 
 
 def task_entries() -> list[TaskEntry]:
+    from rnnx import _plugins
+
+    _plugins.load_entry_points("tasks")
     return [_TASKS[n] for n in sorted(_TASKS)]
 
 

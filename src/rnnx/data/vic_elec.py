@@ -53,11 +53,14 @@ def load_series() -> np.ndarray:
 
 
 class WindowDataset(Dataset):
-    """Forecasting windows over one series, as strided views (nothing is copied).
+    """Forecasting windows over one series, as strided views (nothing is copied for one
+    target channel).
 
     ``starts`` is an arithmetic progression ``first, first + stride, ...``; item i is
     ``(series[s : s + context], target[s + context : s + context + horizon])`` for
-    its i-th start ``s``. ``x`` is ``(N, context, C)`` and ``y`` is ``(N, horizon)``.
+    its i-th start ``s``. ``x`` is ``(N, context, C)``; ``y`` is ``(N, horizon)`` for a
+    ``(T,)`` target and ``(N, horizon * K)`` (time-major: step 0's K values first) for a
+    ``(T, K)`` one.
     """
 
     def __init__(self, series: torch.Tensor, target: torch.Tensor, starts, context, horizon):
@@ -69,7 +72,8 @@ class WindowDataset(Dataset):
             raise ValueError("starts: expected an arithmetic progression")
         first, n = int(starts[0]), len(starts)
         self.x = series[first:].unfold(0, context, stride).transpose(1, 2)[:n]
-        self.y = target[first + context :].unfold(0, horizon, stride)[:n]
+        y = target[first + context :].unfold(0, horizon, stride)[:n]
+        self.y = y if target.dim() == 1 else y.transpose(1, 2).reshape(n, -1)
         self.lengths = None
 
     def __len__(self) -> int:
@@ -86,24 +90,43 @@ def _starts(lo: int, hi: int, context: int, horizon: int, stride: int) -> np.nda
     return np.arange(first, last + 1, stride)
 
 
-def baselines(series: np.ndarray, test_starts, train_starts, context: int, horizon: int) -> dict:
-    """MSE/MAE of seasonal-naive (lag 48, 336) and linear forecasts on the test windows."""
-    y = series[:, 0]
-    win = np.lib.stride_tricks.sliding_window_view(y, context + horizon)  # (T, C + H)
+def baselines(
+    series: np.ndarray,
+    test_starts,
+    train_starts,
+    context: int,
+    horizon: int,
+    *,
+    lags: tuple[int, ...] = (48, 336),
+    targets: int | list[int] = 0,
+) -> dict:
+    """MSE/MAE of seasonal-naive and linear forecasts on the test windows.
+
+    ``targets``: the column(s) of ``series`` forecast. Seasonal naive with lag ``m``
+    repeats the last full season: ŷ[t + h] = y[t + h - m·ceil((h+1)/m)] (lag 1: the
+    last value); lags longer than the context are skipped. Linear: least squares from
+    a channel's context to its horizon, one map shared by all target channels
+    (DLinear's "Linear"), fitted on the training windows.
+    """
+    cols = [targets] if isinstance(targets, int) else list(targets)
+    y = series[:, cols]  # (T, K)
+    win = np.lib.stride_tricks.sliding_window_view(y, context + horizon, axis=0)  # (T', K, C+H)
     test, train = win[np.asarray(test_starts)], win[np.asarray(train_starts)]
-    true = test[:, context:]
+    true = test[..., context:]
     idx_h = np.arange(horizon)
     out = {}
-    for lag in (48, 336):
+    for lag in lags:
         if lag > context:
             continue
-        # ŷ[t + h] = y[t + h - lag·ceil((h+1)/lag)]: repeat the last full season.
-        pred = test[:, context + idx_h - lag * ((idx_h // lag) + 1)]
-        out[f"seasonal naive lag {lag}"] = _scores(pred, true)
+        pred = test[..., context + idx_h - lag * ((idx_h // lag) + 1)]
+        name = "naive (last value)" if lag == 1 else f"seasonal naive lag {lag}"
+        out[name] = _scores(pred, true)
+    train = train.reshape(-1, context + horizon)
+    test = test.reshape(-1, context + horizon)
     X = np.concatenate([train[:, :context], np.ones((len(train), 1))], axis=1)
     W = np.linalg.solve(X.T @ X + 1e-3 * np.eye(context + 1), X.T @ train[:, context:])
     Xt = np.concatenate([test[:, :context], np.ones((len(test), 1))], axis=1)
-    out["linear (least squares)"] = _scores(Xt @ W, true)
+    out["linear (least squares)"] = _scores(Xt @ W, test[:, context:])
     return out
 
 

@@ -4,7 +4,8 @@ One base class, :class:`ClassicRNN`, does everything but the cell: torch.nn's pa
 names and layout, stacked layers, dropout between layers, the bidirectional pass, the
 state layout, ``lengths``, ``batch_first``, the dtype policy, ``from_torch`` /
 ``to_torch`` and the choice of backend. The cell math lives in :mod:`rnnx.ops.rnn`
-(a readable reference and a fused native kernel). Each layer file (``elman.py``,
+(a readable reference and a fused native kernel); :mod:`rnnx.ops.rnn_cudnn` calls torch's
+fused RNN op (cuDNN on CUDA) with the same weights. Each layer file (``elman.py``,
 ``lstm.py``, ``gru.py``, ``slstm.py``) is a thin subclass that names its cell and its
 torch.nn counterpart, so that one change of the stacking logic fixes all four.
 
@@ -34,7 +35,8 @@ from torch import Tensor, nn
 
 from rnnx._checks import require_choice, require_positive_int
 from rnnx.layers.base import RecurrentLayer
-from rnnx.ops.rnn import BACKENDS, rnn_sequence
+from rnnx.ops.rnn import BACKENDS, native_rnn_available, rnn_sequence
+from rnnx.ops.rnn_cudnn import CUDNN_CELLS, rnn_cudnn
 
 __all__ = ["ClassicRNN"]
 
@@ -64,9 +66,13 @@ class ClassicRNN(RecurrentLayer):
         batch_first: True (the rnnx contract): ``x`` is ``(batch, length, features)``;
             False: ``(length, batch, features)`` for inputs and outputs, as torch.nn with
             ``batch_first=False`` (the state layout does not change).
-        backend: ``"auto"`` (the native fused kernel for CPU float32/float64 when it
-            builds, else the PyTorch reference), ``"native"`` or ``"reference"``; see
-            :func:`rnnx.ops.rnn.rnn_sequence`.
+        backend: how the time loop runs; :meth:`resolved_backend` says which one runs on
+            a device. ``"auto"``: ``"cudnn"`` on CUDA when the configuration allows it
+            (one head, a cell torch.nn has: Elman, LSTM, GRU), the native fused kernel for
+            CPU float32/float64 when it builds, else the PyTorch reference. ``"cudnn"``:
+            torch's fused RNN op, what torch.nn.LSTM/GRU/RNN call (cuDNN on CUDA, torch's
+            own loop on the CPU; :mod:`rnnx.ops.rnn_cudnn`). ``"native"`` or
+            ``"reference"``: see :func:`rnnx.ops.rnn.rnn_sequence`.
         mode: ``"sequential"`` (the only mode: the step-by-step recurrence).
     """
 
@@ -140,12 +146,56 @@ class ClassicRNN(RecurrentLayer):
 
     @property
     def backend(self) -> str:
-        """``"auto"``, ``"native"`` or ``"reference"``: how the time loop runs."""
+        """``"auto"``, ``"cudnn"``, ``"native"`` or ``"reference"``: how the time loop
+        runs (see :meth:`resolved_backend` for what ``"auto"`` picks)."""
         return self._backend
 
     @backend.setter
     def backend(self, value: str) -> None:
-        self._backend = require_choice(f"backend (of {type(self).__name__})", value, BACKENDS)
+        value = require_choice(f"backend (of {type(self).__name__})", value, (*BACKENDS, "cudnn"))
+        if value == "cudnn" and not self.cudnn_supported():
+            raise ValueError(
+                f"backend: 'cudnn' (torch's fused RNN op) needs num_heads=1 and a cell "
+                f"torch.nn has (Elman, LSTM, GRU); {type(self).__name__} has cell "
+                f"{self.cell()!r} and num_heads={self.num_heads}"
+            )
+        self._backend = value
+
+    def cudnn_supported(self) -> bool:
+        """Whether torch's fused RNN op computes this configuration: one head (no
+        block-diagonal recurrence) and a cell torch.nn has, with its two bias vectors."""
+        return self.num_heads == 1 and self.two_biases and self.cell() in CUDNN_CELLS
+
+    def resolved_backend(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> str:
+        """The implementation :meth:`forward` runs for inputs on ``device`` (default:
+        the parameters' device) computing in ``dtype`` (default: the state dtype):
+        ``"cudnn"``, ``"native"`` or ``"reference"``.
+
+        ``backend="auto"`` picks ``"cudnn"`` on CUDA when :meth:`cudnn_supported`,
+        ``"native"`` for CPU float32/float64 when the kernel builds, else
+        ``"reference"``; an explicit backend is used as it is. Depends on the device,
+        the dtype and the configuration only, never on the input's values or length.
+        (One-token decode steps with ``"auto"`` use torch's fused cells, which compute
+        the same function.)
+        """
+        device = torch.device(device) if device is not None else self._device()
+        dtype = dtype if dtype is not None else self.state_dtype()
+        if self.backend != "auto":
+            return self.backend
+        if self._uses_cudnn(device):
+            return "cudnn"
+        if device.type == "cpu" and dtype in (torch.float32, torch.float64):
+            return "native" if native_rnn_available() else "reference"
+        return "reference"
+
+    def _uses_cudnn(self, device: torch.device) -> bool:
+        """Whether :meth:`forward` runs the ``"cudnn"`` backend on ``device`` (the part of
+        :meth:`resolved_backend` that the forward pass asks, with no kernel lookup)."""
+        if self.backend == "auto":
+            return device.type == "cuda" and self.cudnn_supported()
+        return self.backend == "cudnn"
 
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
@@ -382,7 +432,8 @@ class ClassicRNN(RecurrentLayer):
         H, D, G = self.hidden_size, self.num_directions, self.num_gates
         states = (state,) if isinstance(state, Tensor) else tuple(state)
         states = tuple(s.to(cd) for s in states)
-        cell = self.cell()
+        if mode == self.reference_mode and self._uses_cudnn(x.device):
+            return self._forward_cudnn(x, states, lengths, cd)
         # Batch-major activations, as the caller gives them: the input projection is then
         # one GEMM over contiguous rows (a time-major projection of a batch-first x costs
         # a strided read, ~1.4x the GEMM's time measured), and the kernel reads gx at any
@@ -400,16 +451,14 @@ class ClassicRNN(RecurrentLayer):
             for d in range(D):
                 idx = k * D + d
                 gx = gx_all[..., d * G * H : (d + 1) * G * H]
-                y, fin = rnn_sequence(
-                    cell,
+                y, fin = self._sequence(
+                    mode,
                     gx,
                     params[d][2],
                     tuple(s[:, idx] for s in states),
                     bias_hn=params[d][3],
                     lengths=lengths,
                     reverse=d == 1,
-                    num_heads=self.num_heads,
-                    backend=self.backend,
                 )
                 outs.append(y)
                 for lst, f in zip(finals, fin):
@@ -420,3 +469,54 @@ class ClassicRNN(RecurrentLayer):
         new = tuple(torch.stack(lst, 1) for lst in finals)
         y = inp.to(x.dtype)
         return y, (new[0] if len(new) == 1 else new)
+
+    def _sequence(
+        self,
+        mode: str,
+        gx: Tensor,
+        weight_hh: Tensor,
+        state: tuple[Tensor, ...],
+        *,
+        bias_hn: Tensor | None,
+        lengths: Tensor | None,
+        reverse: bool,
+    ) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One layer and direction over the sequence in ``mode`` (the time loop of
+        :func:`rnnx.ops.rnn.rnn_sequence`; a subclass with more modes overrides this)."""
+        return rnn_sequence(
+            self.cell(),
+            gx,
+            weight_hh,
+            state,
+            bias_hn=bias_hn,
+            lengths=lengths,
+            reverse=reverse,
+            num_heads=self.num_heads,
+            backend=self.backend,
+        )
+
+    def _forward_cudnn(
+        self, x: Tensor, states: tuple[Tensor, ...], lengths: Tensor | None, cd: torch.dtype
+    ) -> tuple[Tensor, Any]:
+        """Every layer and direction in one call of torch's fused op (cuDNN on CUDA)."""
+        weights: list[Tensor] = []
+        for k in range(self.num_layers):
+            for sfx in self._suffixes():
+                names = [f"weight_ih_l{k}{sfx}", f"weight_hh_l{k}{sfx}"]
+                if self.bias:
+                    names += [f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}"]
+                weights += [getattr(self, n).to(cd) for n in names]
+        y, final = rnn_cudnn(
+            self.cell(),
+            x.to(cd),
+            tuple(s.transpose(0, 1).contiguous() for s in states),
+            weights,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+            bias=self.bias,
+            dropout=self.dropout,
+            train=self.training,
+            lengths=lengths,
+        )
+        new = tuple(f.transpose(0, 1) for f in final)
+        return y.to(x.dtype), (new[0] if len(new) == 1 else new)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_positive_int
 
 
@@ -170,6 +171,7 @@ def require_probability(name: str, value: float) -> float:
     return float(value)
 
 
+@fp32_under_autocast
 def diagonal_mimo(
     u: Tensor,
     state: Tensor,
@@ -195,6 +197,11 @@ def diagonal_mimo(
 
     Returns:
         ``(y (B, L, H), state after lengths[b] steps)``.
+
+    Under autocast it runs in float32 with autocast off, like every op
+    (:mod:`rnnx._amp`): its projections B u and Re(C x) build and read a complex state,
+    and complex numbers have no bfloat16 (CUDA autocast would hand ``view_as_complex`` a
+    bfloat16 product).
     """
     from rnnx.ops.scan import scan
 

@@ -10,6 +10,7 @@
     y, state = layer(x, dt=dt)                    # continuous-time layers only
     layer.modes                                   # e.g. ("recurrent", "scan", "conv")
     layer.mode = "scan"                           # explicit; never switched silently
+    layer.mode = "auto"                           # per device, see RecurrentLayer.auto_modes
 
 What the base class guarantees, so that layers only write the math:
 
@@ -31,7 +32,7 @@ registry under a short name; the test matrix then covers it automatically.
 from __future__ import annotations
 
 import contextlib
-import difflib
+import logging
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -48,9 +49,12 @@ from rnnx._checks import (
     require_finite,
     require_positive_int,
 )
+from rnnx._names import did_you_mean
 from rnnx._tree import State, flatten, leaf_paths
 
 __all__ = ["RecurrentLayer", "State", "create", "get", "names", "register", "registry"]
+
+_log = logging.getLogger("rnnx.layers")
 
 
 class RecurrentLayer(nn.Module):
@@ -64,6 +68,11 @@ class RecurrentLayer(nn.Module):
     * ``reference_mode``: the step-by-step mode the tests compare every other mode to.
     * ``step_mode``: the constant-memory mode :meth:`step` uses (default: the reference).
     * ``continuous_time``: whether ``forward(..., dt=...)`` is accepted.
+    * ``auto_modes``: ``{device type: mode}``, the mode ``mode="auto"`` runs on a device
+      of that type (other devices: ``default_mode``). A layer that has entries starts in
+      ``"auto"``; ``layer.mode`` always names the mode that runs, resolved from the
+      device of the layer's parameters when it is read (so after ``layer.to("cuda")``),
+      never from the input; each change is logged (logger ``rnnx.layers``, level INFO).
     * ``family`` and ``paper`` (arXiv id): shown by ``rnnx list``.
     """
 
@@ -72,6 +81,7 @@ class RecurrentLayer(nn.Module):
     reference_mode: ClassVar[str] = ""
     step_mode: ClassVar[str] = ""
     continuous_time: ClassVar[bool] = False
+    auto_modes: ClassVar[dict[str, str]] = {}
     family: ClassVar[str] = ""
     registry_name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
@@ -84,23 +94,60 @@ class RecurrentLayer(nn.Module):
         #: Feature size of the outputs (d_model unless a layer documents otherwise).
         self.d_output = self.d_model
         self._mode = self.default_mode
-        self.mode = self.default_mode if mode is None else mode
+        self._auto_mode = False
+        self._auto_device: torch.device | None = None
+        if mode is None:
+            mode = "auto" if self.auto_modes else self.default_mode
+        self.mode = mode
 
     # ------------------------------------------------------------------ modes
 
     @property
     def mode(self) -> str:
-        """The mode :meth:`forward` uses; one of :attr:`modes`."""
+        """The mode :meth:`forward` uses; one of :attr:`modes`.
+
+        After ``layer.mode = "auto"`` (the default of layers with :attr:`auto_modes`) this
+        is the mode :meth:`resolve_mode` picks for the device of the layer's parameters;
+        :attr:`mode_setting` keeps ``"auto"``.
+        """
+        if self._auto_mode:
+            device = self._device()
+            if device != self._auto_device:
+                self._resolve_auto(device)
         return self._mode
 
     @mode.setter
     def mode(self, value: str) -> None:
-        self._mode = require_choice(f"mode (of {type(self).__name__})", value, self.modes)
+        if value == "auto" and self.auto_modes:
+            self._auto_mode = True
+            self._resolve_auto(self._device())
+            return
+        choices = (*self.modes, "auto") if self.auto_modes else self.modes
+        self._mode = require_choice(f"mode (of {type(self).__name__})", value, choices)
+        self._auto_mode = False
+
+    @property
+    def mode_setting(self) -> str:
+        """What was asked for: ``"auto"`` or an explicit mode (:attr:`mode` says what runs)."""
+        return "auto" if self._auto_mode else self._mode
+
+    @classmethod
+    def resolve_mode(cls, device: torch.device | str) -> str:
+        """The mode ``mode="auto"`` runs on ``device``: ``auto_modes[device type]``, else
+        :attr:`default_mode`. Depends on the device type only."""
+        return cls.auto_modes.get(torch.device(device).type, cls.default_mode)
+
+    def _resolve_auto(self, device: torch.device) -> None:
+        mode = self.resolve_mode(device)
+        if mode != self._mode or self._auto_device is None:
+            _log.info("%s: mode 'auto' runs %r on %s", type(self).__name__, mode, device.type)
+        self._mode = mode
+        self._auto_device = device
 
     @contextlib.contextmanager
     def using_mode(self, mode: str) -> Iterator[RecurrentLayer]:
         """``with layer.using_mode("recurrent"): ...`` sets the mode temporarily."""
-        old = self.mode
+        old = self.mode_setting
         self.mode = mode
         try:
             yield self
@@ -193,7 +240,10 @@ class RecurrentLayer(nn.Module):
         return torch.float32
 
     def _device(self) -> torch.device:
-        for t in (*self.parameters(), *self.buffers()):
+        # The first parameter or buffer (generators: no list of all of them per call).
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
             return t.device
         return torch.device("cpu")
 
@@ -346,6 +396,12 @@ def register(name: str):
                 )
         if cls.step_mode and cls.step_mode not in cls.modes:
             raise ValueError(f"{cls.__name__}.step_mode: expected one of {cls.modes}")
+        for device, mode in cls.auto_modes.items():
+            if mode not in cls.modes:
+                raise ValueError(
+                    f"{cls.__name__}.auto_modes[{device!r}]: expected one of {cls.modes}, "
+                    f"got {mode!r}"
+                )
         cls.registry_name = name
         _REGISTRY[name] = cls
         return cls
@@ -354,19 +410,27 @@ def register(name: str):
 
 
 def get(name: str) -> type[RecurrentLayer]:
-    """The layer class registered under ``name`` (e.g. ``"lstm"``, ``"s4d"``)."""
+    """The layer class registered under ``name`` (e.g. ``"lstm"``, ``"s4d"``); a name not
+    among the built-in layers is looked up in the ``rnnx.layers`` entry points."""
+    from rnnx import _plugins
+
+    if isinstance(name, str) and name not in _REGISTRY:
+        _plugins.load_entry_points("layers")
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3)
-        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+        hint = did_you_mean(str(name), list(_REGISTRY))
         raise ValueError(
-            f"layer: no layer named {name!r}{hint} Known layers: {', '.join(names())}"
+            f"layer: no layer named {name!r}{hint} (known layers: {', '.join(names())})"
+            + _plugins.failures("layers")
         ) from None
 
 
 def names() -> list[str]:
-    """Every registered layer name, sorted."""
+    """Every registered layer name, sorted (plugins included)."""
+    from rnnx import _plugins
+
+    _plugins.load_entry_points("layers")
     return sorted(_REGISTRY)
 
 

@@ -19,7 +19,15 @@ Modes (the same function; the test matrix checks it):
 * ``"scan"``: the fused selective scan (native CPU kernel; the chunked PyTorch path where
   the kernel is unavailable). Default, and the :meth:`step` mode (prefill or decode).
 * ``"chunked"``: the pure-PyTorch chunked selective scan (any device).
+* ``"chunk"``: the selective scan as a chunked algorithm over all chunks at once, pure
+  PyTorch (:mod:`rnnx.ops.selective_scan_chunk`): a few hundred large batched operations
+  per call whatever the length, so a GPU is kept busy; O(batch · length · d_inner ·
+  d_state) transient memory, O(batch · length / chunk · d_inner · d_state) kept for
+  backward.
 * ``"recurrent"``: the reference recurrence in Python, one step at a time.
+
+``mode="auto"`` (the default) runs ``"scan"`` on the CPU (the native kernel) and
+``"chunk"`` on CUDA (:attr:`auto_modes`; ``layer.mode`` says what runs).
 
 Padded batches (``lengths``): after each sequence's end the pre-activation of Δ is -inf, so
 Δ = softplus(-inf) = 0 exactly: the transition is the identity and the input zero there,
@@ -41,6 +49,7 @@ from torch import Tensor, nn
 from rnnx._checks import length_mask, require_positive_int
 from rnnx.layers.base import RecurrentLayer, register
 from rnnx.ops.selective_scan import selective_scan
+from rnnx.ops.selective_scan_chunk import selective_scan_chunk
 from rnnx.ops.short_conv import causal_conv1d
 
 __all__ = ["Mamba"]
@@ -76,13 +85,15 @@ class Mamba(RecurrentLayer):
         dt_min, dt_max, dt_init_floor: range of the initial steps Δ.
         bias: biases of the input and output projections.
         negative_eigenvalues: transitions in (-1, 1] instead of (0, 1] (arXiv 2411.12537).
-        chunk_size: chunk length of the scan (``"chunked"``), checkpoint interval of the
-            native backward.
-        mode: ``"scan"`` (default), ``"chunked"`` or ``"recurrent"``.
+        chunk_size: chunk length of the scan (``"chunked"`` and ``"chunk"``), checkpoint
+            interval of the native backward.
+        mode: ``"auto"`` (default: ``"scan"`` on the CPU, ``"chunk"`` on CUDA),
+            ``"scan"``, ``"chunked"``, ``"chunk"`` or ``"recurrent"``.
     """
 
-    modes: ClassVar[tuple[str, ...]] = ("scan", "chunked", "recurrent")
+    modes: ClassVar[tuple[str, ...]] = ("scan", "chunked", "chunk", "recurrent")
     default_mode: ClassVar[str] = "scan"
+    auto_modes: ClassVar[dict[str, str]] = {"cuda": "chunk"}
     reference_mode: ClassVar[str] = "recurrent"
     step_mode: ClassVar[str] = "scan"
     family: ClassVar[str] = "selective SSM"
@@ -169,7 +180,9 @@ class Mamba(RecurrentLayer):
         if lengths is not None:  # Δ = softplus(-inf) = 0 on the padding: identity, no input
             mask = length_mask(lengths, x.shape[1]).unsqueeze(-1)
             delta = torch.where(mask, delta, torch.full((), -torch.inf, dtype=delta.dtype))
-        y, ssm_state = selective_scan(
+        kwargs = {} if mode == "chunk" else {"backend": _BACKEND[mode]}
+        scan_op = selective_scan_chunk if mode == "chunk" else selective_scan
+        y, ssm_state = scan_op(
             xs,
             delta,
             -torch.exp(self.A_log),
@@ -183,6 +196,6 @@ class Mamba(RecurrentLayer):
             output_final_state=True,
             negative_eigenvalues=self.negative_eigenvalues,
             chunk_size=self.chunk_size,
-            backend=_BACKEND[mode],
+            **kwargs,
         )
         return self.out_proj(y).to(x.dtype), (conv_state, ssm_state)

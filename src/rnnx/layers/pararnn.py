@@ -28,6 +28,12 @@ Modes (all compute the same function; the test matrix checks it):
   cell, its Jacobian and its vector-Jacobian product at all (batch, step) at once are
   native kernels (one pass each); elsewhere :meth:`cell` with torch.func Jacobians.
 
+``mode="auto"`` (the default) runs ``"fused"`` on the CPU (one native pass over time is
+faster there than Newton's few scans) and ``"newton"`` on CUDA (where the fused loop
+would be a Python loop, a kernel launch per step and gate): :attr:`auto_modes`, resolved
+from the parameters' device, so ``layer.to("cuda")`` switches and ``layer.mode`` says
+what runs.
+
 Initialisation as in the paper's code: recurrent vectors ~ N(0, (2 / sqrt(5 H))^2),
 input weights Xavier-uniform, biases zero except the first gate's (update gate z of
 ParaGRU, forget gate f of ParaLSTM): -linspace(0, 1, H).
@@ -222,6 +228,7 @@ class _ParaCell(CellLayer):
 
     modes: ClassVar[tuple[str, ...]] = ("sequential", "fused", "newton")
     default_mode: ClassVar[str] = "fused"
+    auto_modes: ClassVar[dict[str, str]] = {"cuda": "newton"}
     reference_mode: ClassVar[str] = "sequential"
     step_mode: ClassVar[str] = "fused"
     paper: ClassVar[str] = "arXiv 2510.21450"
@@ -317,7 +324,8 @@ class ParaGRU(_ParaCell):
         d_model: input features.
         hidden_size: state and output features (default: d_model).
         bias: whether the input projection has a bias.
-        mode: ``"fused"`` (default), ``"sequential"`` or ``"newton"``.
+        mode: ``"auto"`` (default: ``"fused"`` on the CPU, ``"newton"`` on CUDA),
+            ``"fused"``, ``"sequential"`` or ``"newton"``.
 
     Parameters: ``weight`` ``(3H, d_model)`` and ``bias`` ``(3H,)`` of the input
     projection (gates z, r, c), ``a`` ``(3, H)`` the diagonal recurrent weights.
@@ -352,7 +360,8 @@ class ParaLSTM(_ParaCell):
         d_model: input features.
         hidden_size: cell and output features H (default: d_model).
         bias: whether the input projection has a bias.
-        mode: ``"fused"`` (default), ``"sequential"`` or ``"newton"``.
+        mode: ``"auto"`` (default: ``"fused"`` on the CPU, ``"newton"`` on CUDA),
+            ``"fused"``, ``"sequential"`` or ``"newton"``.
 
     Parameters: ``weight`` ``(3H, d_model)`` and ``bias`` of the input projection
     (gates f, z, o), ``a`` ``(3, H)`` diagonal recurrent weights (f, z, o),

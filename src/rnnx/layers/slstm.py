@@ -21,6 +21,22 @@ Gate order of the parameters: i, f, z, o (FlashRNN's). ``weight_ih_l{k}`` ``(4H,
 one bias ``bias_l{k}`` ``(4H,)``. This is the recurrent cell only: xLSTM's block around
 it (causal convolution, group norm, gated MLP) belongs to the model.
 
+Modes (the same function; the test matrix checks it):
+
+* ``"sequential"``: the step-by-step recurrence (the native fused CPU kernel, or the
+  PyTorch loop elsewhere; see ``backend``). The reference, and :meth:`step`'s mode.
+* ``"newton"``: all steps at once by quasi-Newton iterations, each one block scan
+  (:mod:`rnnx.ops.slstm_newton`: coordinates (h, c/n, log n + m), the Jacobian's part
+  inside each unit, exact adjoint in backward). Converges to the sequential result within
+  ``newton_tol`` in about 10 iterations (float32) at the default initialisation; falls
+  back to the sequential loop with a warning after ``newton_max_iter`` iterations.
+  What the last forward did: :attr:`sLSTM.newton_info`.
+
+``mode="auto"`` (the default) runs ``"sequential"`` on the CPU, where the fused kernel
+walks time faster than any parallel solve, and ``"newton"`` on CUDA, where a Python loop
+over time costs a kernel launch per step and gate (:attr:`auto_modes`; ``layer.mode`` says
+what runs).
+
 State: ``(h, c, n, m)``, each ``(batch, num_layers * num_directions, hidden_size)``.
 """
 
@@ -30,10 +46,12 @@ import math
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from rnnx.layers._classic import ClassicRNN
 from rnnx.layers.base import register
+from rnnx.ops.newton import NewtonInfo
+from rnnx.ops.slstm_newton import slstm_newton
 
 __all__ = ["sLSTM"]
 
@@ -51,12 +69,51 @@ class sLSTM(ClassicRNN):  # the paper's name
     """
 
     paper: ClassVar[str] = "arXiv 2405.04517"
+    modes: ClassVar[tuple[str, ...]] = ("sequential", "newton")
+    auto_modes: ClassVar[dict[str, str]] = {"cuda": "newton"}
     num_gates: ClassVar[int] = 4
     state_names: ClassVar[tuple[str, ...]] = ("h", "c", "n", "m")
     two_biases: ClassVar[bool] = False
+    #: Newton stops at this tolerance in float64: 1e-10 on the residual; the test matrix
+    #: compares with the sequential mode at 1e-7.
+    equivalence_rtol: ClassVar[float] = 1e-7
+
+    def __init__(self, d_model: int, hidden_size: int | None = None, **kw: Any) -> None:
+        super().__init__(d_model, hidden_size, **kw)
+        #: Newton settings of mode "newton" (see :func:`rnnx.ops.slstm_newton.slstm_newton`).
+        self.newton_max_iter: int = 32
+        self.newton_tol: float | None = None
+        self.newton_fallback: bool = True
+        #: What the last forward in mode "newton" did, one entry per layer and direction
+        #: (None for a one-step sequence).
+        self.newton_info: list[NewtonInfo | None] = []
 
     def cell(self) -> str:
         return "slstm"
+
+    def _sequence(self, mode, gx, weight_hh, state, *, bias_hn, lengths, reverse):
+        if mode != "newton":
+            return super()._sequence(
+                mode, gx, weight_hh, state, bias_hn=bias_hn, lengths=lengths, reverse=reverse
+            )
+        y, final, info = slstm_newton(
+            gx,
+            weight_hh,
+            state,
+            lengths=lengths,
+            reverse=reverse,
+            num_heads=self.num_heads,
+            max_iter=self.newton_max_iter,
+            tol=self.newton_tol,
+            fallback=self.newton_fallback,
+        )
+        self.newton_info.append(info)
+        return y, final
+
+    def _forward(self, x: Tensor, state, *, mode, lengths, dt):
+        if mode == "newton":
+            self.newton_info = []
+        return super()._forward(x, state, mode=mode, lengths=lengths, dt=dt)
 
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)

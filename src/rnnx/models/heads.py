@@ -63,6 +63,12 @@ class SequenceRegressor(nn.Module):
     long horizons, inside the model; the backbone's head then learns what a linear
     map of the past misses. It starts at zero, so the model starts as the backbone
     alone. Needs windows of exactly ``n`` steps.
+
+    Several targets: ``c`` may be a list of K input channels, the outputs then being
+    time-major (``d_output = horizon * K``, output ``t * K + k`` continues channel
+    ``c[k]``); each output is mapped back with its own channel's statistics, and the
+    linear map (one ``n -> horizon`` map shared by the K channels, DLinear's default)
+    reads each channel's own window.
     """
 
     def __init__(
@@ -72,38 +78,47 @@ class SequenceRegressor(nn.Module):
         pooling: str = "last",
         *,
         per_step: bool = False,
-        instance_norm: int | None = None,
-        linear_skip: tuple[int, int] | None = None,
+        instance_norm: int | list[int] | None = None,
+        linear_skip: tuple[int | list[int], int] | None = None,
     ) -> None:
         super().__init__()
         require_positive_int("d_output", d_output)
         self.pooling = require_choice("pooling", pooling, ("mean", "last"))
         self.per_step = per_step
         self.skip: nn.Linear | None = None
-        self.skip_channel = -1
+        self.skip_channels: list[int] = []
         if linear_skip is not None:
-            channel, length = (int(v) for v in linear_skip)
-            if per_step or not 0 <= channel < config.d_input:
+            channels, length = _channels(linear_skip[0]), linear_skip[1]
+            bad = per_step or not channels or d_output % len(channels) != 0
+            if bad or not all(0 <= c < config.d_input for c in channels):
                 raise ValueError(
-                    f"linear_skip: expected (input channel in [0, {config.d_input}), window "
-                    f"length) for a per-sequence head, got {tuple(linear_skip)}"
+                    f"linear_skip: expected (input channel(s) in [0, {config.d_input}), window "
+                    f"length) for a per-sequence head whose d_output ({d_output}) is a "
+                    f"multiple of the number of channels, got {tuple(linear_skip)}"
                 )
             require_positive_int("linear_skip length", length)
-            self.skip_channel = channel
-            self.skip = nn.Linear(length, d_output)
+            self.skip_channels = channels
+            self.skip = nn.Linear(int(length), d_output // len(channels))
             nn.init.zeros_(self.skip.weight)
             nn.init.zeros_(self.skip.bias)
-        if instance_norm is not None and not 0 <= instance_norm < config.d_input:
+        norm_channels = _channels(instance_norm) if instance_norm is not None else []
+        if instance_norm is not None and (
+            not norm_channels
+            or not all(0 <= c < config.d_input for c in norm_channels)
+            or d_output % len(norm_channels) != 0
+        ):
             raise ValueError(
                 f"instance_norm: expected the index of an input channel in [0, "
-                f"{config.d_input}), got {instance_norm}"
+                f"{config.d_input}) (or a list of them dividing d_output {d_output}), "
+                f"got {instance_norm}"
             )
         self.instance_norm = instance_norm
+        self.norm_channels = norm_channels
         self.backbone = Backbone(config)
         self.head = nn.Linear(config.d_model, d_output)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
-        if self.instance_norm is not None:
+        if self.norm_channels:
             mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
             if lengths is not None:
                 mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(
@@ -122,12 +137,24 @@ class SequenceRegressor(nn.Module):
                     f"x: a linear_skip head reads windows of exactly {self.skip.in_features} "
                     f"steps (no lengths), got {x.shape[1]} steps"
                 )
-            out = out + self.skip(x[..., self.skip_channel].to(self.skip.weight.dtype))
-        if self.instance_norm is not None:
-            c = self.instance_norm
-            shape = (-1, 1, 1) if self.per_step else (-1, 1)
-            out = out * std[:, 0, c].view(shape) + mean[:, 0, c].view(shape)
+            window = x[..., self.skip_channels].to(self.skip.weight.dtype)  # (B, n, K)
+            lin = self.skip(window.transpose(1, 2))  # (B, K, horizon)
+            out = out + lin.transpose(1, 2).reshape(len(x), -1)  # time-major
+        if self.norm_channels:
+            k = len(self.norm_channels)
+            sd, mu = std[:, 0, self.norm_channels], mean[:, 0, self.norm_channels]  # (B, K)
+            if self.per_step:
+                shape = (len(x), 1, -1, k)
+                out = (out.view(*out.shape[:2], -1, k) * sd.view(shape) + mu.view(shape)).flatten(2)
+            else:
+                shape = (len(x), 1, k)
+                out = (out.view(len(x), -1, k) * sd.view(shape) + mu.view(shape)).flatten(1)
         return out
+
+
+def _channels(c: int | list[int] | tuple[int, ...]) -> list[int]:
+    """One input channel or a list of them, as a list of ints."""
+    return [int(v) for v in c] if isinstance(c, list | tuple) else [int(c)]
 
 
 class StepClassifier(nn.Module):
@@ -224,8 +251,8 @@ def build_model(
     n_classes: int = 0,
     d_output: int = 0,
     pooling: str = "mean",
-    instance_norm: int | None = None,
-    linear_skip: tuple[int, int] | None = None,
+    instance_norm: int | list[int] | None = None,
+    linear_skip: tuple[int | list[int], int] | None = None,
 ) -> nn.Module:
     """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone
     (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`)."""

@@ -38,6 +38,20 @@ and mapping the incoming gradient g to lambda on the way back; so cells may clos
 
 :func:`sequential_solve` is the reference: the loop over time, differentiated by plain
 autograd (iterating over ``unbind(1)`` and stacking once: linear-cost backward).
+
+Quasi-Newton (``exact_jacobian=False``). When the exact Jacobian has no structure a scan
+can afford (a dense recurrent matrix, as in sLSTM), ``jacobian_fn`` may return an
+approximation J~ in a cheaper structure (e.g. the part of J inside each unit). Each
+iteration solves dh_t = J~_t dh_{t-1} + r_t: still one scan, still exact at the fixed
+point (the residual r is always the exact f(h_{t-1}, x_t) - h_t), but convergence is
+linear instead of quadratic. Since h_0 is exact, iteration k makes the first k steps exact
+whatever J~ is, so at most T iterations are ever needed; how many it takes in practice
+depends on how much of J the approximation leaves out (see :mod:`rnnx.ops.slstm_newton`).
+The adjoint then cannot use J~: backward solves lambda = g + S^T J^T lambda (S the shift)
+with the exact vector-Jacobian products of f (one batched VJP per iteration), each
+correction one reverse scan with J~^T, to the same tolerance (relative to max|g|). If that
+iteration does not converge within ``max_iter``, the adjoint falls back to the exact
+reverse sweep (one VJP of f per step) and warns.
 """
 
 from __future__ import annotations
@@ -92,6 +106,11 @@ class NewtonInfo:
         fell_back: whether the result is the sequential solve (non-convergence with
             ``fallback=True``).
         tol: the tolerance that was applied.
+        adjoint_iterations: quasi-Newton only (``exact_jacobian=False``), after a
+            backward pass: the corrections of the adjoint iteration (None before).
+        adjoint_residuals: the adjoint's max |g + S^T J^T lambda - lambda| per iterate,
+            relative to max(1, max|g|).
+        adjoint_fell_back: whether backward used the sequential adjoint sweep.
     """
 
     iterations: int = 0
@@ -99,6 +118,9 @@ class NewtonInfo:
     converged: bool = False
     fell_back: bool = False
     tol: float = 0.0
+    adjoint_iterations: int | None = None
+    adjoint_residuals: list[float] = field(default_factory=list)
+    adjoint_fell_back: bool = False
 
     @property
     def residual(self) -> float:
@@ -312,6 +334,86 @@ class _Adjoint(torch.autograd.Function):
         return lam, None, None, None
 
 
+class _QuasiAdjointSolver:
+    """What the quasi-Newton adjoint needs: f at the solved trajectory (for exact VJPs),
+    the preconditioner's structure and the stopping rule."""
+
+    def __init__(self, step_fn, prev, x, structure, backend, tol, max_iter, fallback, info):
+        self.step_fn, self.prev, self.x = step_fn, prev, x
+        self.structure, self.backend = structure, backend
+        self.tol, self.max_iter, self.fallback, self.info = tol, max_iter, fallback, info
+
+    def shifted_jt(self, pullback, lam: Tensor) -> Tensor:
+        """(S^T J^T lam)_t = J_{t+1}^T lam_{t+1} (zero at the last step)."""
+        (u,) = pullback(lam)
+        return torch.cat([u[:, 1:], torch.zeros_like(u[:, :1])], 1)
+
+    def sequential(self, g: Tensor) -> Tensor:
+        """The exact adjoint, one step at a time: lam_t = g_t + J_{t+1}^T lam_{t+1}."""
+        leaves, spec = flatten(self.x)
+        T = g.shape[1]
+        lam = [g[:, -1]]
+        for t in range(T - 1, 0, -1):
+            xt = unflatten([leaf[:, t] for leaf in leaves], spec)
+            _, pb = torch.func.vjp(lambda h, xt=xt: self.step_fn(h, xt), self.prev[:, t])
+            lam.append(g[:, t - 1] + pb(lam[-1])[0])
+        return torch.stack(lam[::-1], 1)
+
+
+class _QuasiAdjoint(torch.autograd.Function):
+    """Identity forward; backward solves the exact adjoint lambda = g + S^T J^T lambda by
+    iterating with the quasi-Newton Jacobian J~ as preconditioner (module docstring)."""
+
+    @staticmethod
+    def forward(ctx, y, a_rev, solver):  # type: ignore[override]
+        ctx.save_for_backward(a_rev)
+        ctx.solver = solver
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (a_rev,) = ctx.saved_tensors
+        sv: _QuasiAdjointSolver = ctx.solver
+        info = sv.info
+        g = g.contiguous()
+
+        def precondition(rhs: Tensor) -> Tensor:
+            return scan(a_rev, rhs, structure=sv.structure, reverse=True, backend=sv.backend)[0]
+
+        with torch.no_grad():
+            _, pullback = torch.func.vjp(lambda h: sv.step_fn(h, sv.x), sv.prev)
+            scale = max(1.0, float(torch.linalg.vector_norm(g, float("inf"))))
+            lam = precondition(g)
+            info.adjoint_iterations, info.adjoint_residuals = 0, []
+            info.adjoint_fell_back = False
+            converged = False
+            while True:
+                rho = g + sv.shifted_jt(pullback, lam) - lam
+                res = float(torch.linalg.vector_norm(rho, float("inf"))) / scale
+                info.adjoint_residuals.append(res)
+                if res <= sv.tol:
+                    converged = True
+                    break
+                if not math.isfinite(res) or info.adjoint_iterations >= sv.max_iter:
+                    break
+                lam = lam + precondition(rho)
+                info.adjoint_iterations += 1
+            if not converged:
+                msg = (
+                    f"newton_solve (quasi-Newton adjoint): no convergence after "
+                    f"{info.adjoint_iterations} iteration(s) (relative residual {res:.3g} > "
+                    f"tol {sv.tol:.3g})"
+                )
+                if sv.fallback:
+                    warnings.warn(msg + "; using the sequential adjoint sweep", NewtonWarning, 2)
+                    info.adjoint_fell_back = True
+                    lam = sv.sequential(g)
+                else:
+                    msg += "; using the last iterate (fallback=False)"
+                    warnings.warn(msg, NewtonWarning, 2)
+        return lam, None, None
+
+
 def _adjoint_coefficients(jac: Tensor, structure: Structure) -> Tensor:
     """A_t = J_{t+1}^T for t < T-1 (the last one multiplies the zero initial state)."""
     nxt = jac[:, 1:]
@@ -335,6 +437,7 @@ def newton_solve(
     state_size: int | None = None,
     backend: Backend = "auto",
     jacobian_fn: Callable[[Tensor, Any], tuple[Tensor, Tensor]] | None = None,
+    exact_jacobian: bool = True,
 ) -> tuple[Tensor, NewtonInfo]:
     """All states of h_t = step_fn(h_{t-1}, x_t), t = 1..T, by Newton's method in parallel
     over time (ParaRNN, arXiv 2510.21450; DEER, arXiv 2309.12252).
@@ -367,6 +470,10 @@ def newton_solve(
             storage of ``structure`` (as :func:`jacobian` returns it), for cells with a
             hand-written or native Jacobian; default: :func:`jacobian` (torch.func).
             Called without autograd; gradients always go through ``step_fn``.
+        exact_jacobian: False when ``jacobian_fn`` returns an approximation of the
+            Jacobian (quasi-Newton; see the module docstring): the iteration converges
+            linearly (at most T iterations) and the backward pass iterates the exact
+            adjoint with VJPs of ``step_fn``, up to ``max_iter`` times.
 
     Returns:
         ``(h, info)``: every state ``(batch, length, n)`` (the final state is
@@ -455,7 +562,15 @@ def newton_solve(
     y = _check_step_output(y, full, dtype)
     if not y.requires_grad:
         return val, info
-    return _Adjoint.apply(y, _adjoint_coefficients(jac, st), st, backend), info
+    a_rev = _adjoint_coefficients(jac, st)
+    if exact_jacobian:
+        return _Adjoint.apply(y, a_rev, st, backend), info
+    if jacobian_fn is None:
+        raise ValueError("exact_jacobian: False needs the approximate jacobian_fn, got None")
+    solver = _QuasiAdjointSolver(
+        step_fn, _shift(h, h0d), xd, st, backend, tol, max_iter, fallback, info
+    )
+    return _QuasiAdjoint.apply(y, a_rev, solver), info
 
 
 def _initial_guess(

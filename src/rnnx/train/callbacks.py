@@ -12,13 +12,16 @@ the model, optimizer, scheduler and loop progress) plus its own state: the posit
 in the data (epoch, batches done) and the RNG states of torch, numpy and Python
 (dropout draws from torch's). On resume it puts them back before the first batch, so
 the resumed run takes the same batches and the same random numbers as a run that was
-never interrupted.
+never interrupted. It also carries the training time so far (``train_seconds``), so the
+time recorded for a resumed run is that of all its attempts together (less the work
+lost after the last checkpoint, which was redone).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,19 @@ class RunState(L.Callback):
         self.sampler, self.path, self.every = sampler, Path(path), int(every)
         self._epoch, self._done = 0, 0
         self._saved_at = 0  # optimizer step of the last checkpoint
+        self._seconds_before, self._t0 = 0.0, None
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds of training of this run, over all attempts (module docstring)."""
+        now = time.perf_counter()
+        return self._seconds_before + (now - self._t0 if self._t0 is not None else 0.0)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._seconds_before, self._t0 = self.train_seconds, None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         # Lightning's own set_epoch call reaches samplers, not batch samplers; this hook
@@ -72,6 +88,7 @@ class RunState(L.Callback):
             "torch_rng": torch.get_rng_state(),
             "numpy_rng": [np_state[0], [int(v) for v in np_state[1]], *np_state[2:]],
             "python_rng": random.getstate(),
+            "train_seconds": self.train_seconds,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -82,6 +99,7 @@ class RunState(L.Callback):
         random.setstate((version, tuple(internal), gauss))
         self._epoch, self._done = int(state["epoch"]), int(state["batches_done"])
         self._saved_at = int(state.get("saved_at", 0))
+        self._seconds_before = float(state.get("train_seconds", 0.0))
         self.sampler.resume(self._epoch, self._done)
 
 

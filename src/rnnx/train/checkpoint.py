@@ -31,6 +31,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from rnnx.train.errors import CheckpointError
+
 FORMAT = "rnnx-checkpoint-1"
 
 
@@ -113,17 +115,81 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
     _atomic_save(tensors, Path(path), {"format": FORMAT, "tree": json.dumps(tree)})
 
 
+def check_safetensors(path: str | Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file, after checking that the file is whole.
+
+    Raises :class:`~rnnx.train.errors.CheckpointError` naming the file and what is
+    wrong with it: missing, empty, truncated (shorter than its header says) or not a
+    safetensors file at all.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint: {p} does not exist")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint: {p} is not a file")
+    size = p.stat().st_size
+    if size == 0:
+        raise CheckpointError(
+            f"checkpoint: {p} is empty (0 bytes): it was never written completely"
+        )
+    with open(p, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if n < 0 or n > 100_000_000:
+            raise CheckpointError(
+                f"checkpoint: {p} is not a safetensors file (no valid header length; "
+                f"{size} bytes): it is corrupt or of another format"
+            )
+        if 8 + n > size:
+            raise CheckpointError(
+                f"checkpoint: {p} is truncated ({size} bytes; its header alone needs {8 + n})"
+            )
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+        if not isinstance(header, dict):
+            raise ValueError("not a JSON object")
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CheckpointError(
+            f"checkpoint: {p} is not a safetensors file (its header does not parse: {exc}): "
+            "it is corrupt or of another format"
+        ) from None
+    need = 8 + n + max(ends, default=0)
+    if need > size:
+        raise CheckpointError(
+            f"checkpoint: {p} is truncated ({size} bytes; its tensors need {need})"
+        )
+    return header
+
+
+def _read(path: str | Path) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """``(metadata, tensors)`` of a checked safetensors file."""
+    check_safetensors(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (no iter)
+    except Exception as exc:  # safetensors raises its own error types
+        msg = " ".join(str(exc).split())
+        raise CheckpointError(f"checkpoint: {path} cannot be read ({msg}): it is corrupt") from exc
+    return meta, tensors
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read what :func:`save_checkpoint` wrote (no pickle involved)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != FORMAT:
-            raise ValueError(
-                f"checkpoint: {path} is not an rnnx training checkpoint (format "
-                f"{meta.get('format')!r}, expected {FORMAT!r})"
-            )
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no iter)
-    return _decode(json.loads(meta["tree"]), tensors)
+    meta, tensors = _read(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint: {path} is not an rnnx training checkpoint (format "
+            f"{meta.get('format')!r}, expected {FORMAT!r})"
+        )
+    try:
+        return _decode(json.loads(meta["tree"]), tensors)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(
+            f"checkpoint: {path} has a damaged training state ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> None:
@@ -139,8 +205,8 @@ def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict | None
 
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
-    with safe_open(str(path), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    """The tensors of a weights file (checked first: see :func:`check_safetensors`)."""
+    return _read(path)[1]
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -58,23 +58,57 @@ def compare(
     config_file: str | None = None,
     *,
     out_dir: str | None = None,
+    overwrite: bool = False,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
+    """Train each of ``models`` with the same settings into ``out_dir/<model>``.
+
+    ``out_dir`` must be new or empty, or hold an earlier comparison and ``overwrite``
+    (each model's run directory is then replaced).
+    """
     from rnnx.layers import get
-    from rnnx.train.run import train
+    from rnnx.train.config import validate
+    from rnnx.train.errors import RunDirectoryExists
+    from rnnx.train.run import _safe_name, check_out_dir
 
     if not models:
         raise ValueError("--models: expected at least one layer name")
-    for m in models:
-        get(m)  # unknown names fail before anything trains
     base = resolve(overrides, config_file)
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    root = Path(out_dir or Path("runs") / f"compare-{base.task.name.replace(':', '-')}-{stamp}")
-    results = []
+    configs = []
     for m in models:
+        try:
+            get(m)  # unknown names fail before anything trains
+        except ValueError as exc:
+            raise ValueError(f"--models: {exc}".replace("layer: ", "")) from None
         cfg = copy.deepcopy(base)
         cfg.model.layer = m
-        results.append(train(cfg, out_dir=root / m, progress=progress))
+        configs.append(validate(cfg))
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = Path(out_dir or Path("runs") / f"compare-{_safe_name(base.task.name)}-{stamp}")
+    if root.exists() and not root.is_dir():
+        raise RunDirectoryExists(f"--out-dir {root}: exists and is not a directory")
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise RunDirectoryExists(
+                f"--out-dir {root}: already holds a comparison or other files; pass "
+                "--overwrite to replace its runs, or choose another --out-dir"
+            )
+        if not (root / "compare.json").exists() and not any(
+            (root / m / "config.json").exists() for m in models
+        ):
+            raise RunDirectoryExists(
+                f"--out-dir {root}: is not empty and holds no rnnx comparison; rnnx will not "
+                "write into it: choose another --out-dir"
+            )
+    for cfg in configs:
+        check_out_dir(root / cfg.model.layer, overwrite=overwrite)
+    from rnnx.train.run import train
+
+    results = []
+    for cfg in configs:
+        results.append(
+            train(cfg, out_dir=root / cfg.model.layer, overwrite=overwrite, progress=progress)
+        )
     table = leaderboard(results)
     # Every run got the same settings (the recipe reads the data, not the layer).
     run = results[0]["config"]

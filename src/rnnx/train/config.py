@@ -24,12 +24,20 @@ the task's recommended settings (``register_task(defaults=...)``), a TOML file
 
 from __future__ import annotations
 
+import ast
 import copy
+import inspect
+import itertools
+import math
+import textwrap
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from rnnx._names import did_you_mean
 from rnnx.models import BackboneConfig
 
 
@@ -108,7 +116,10 @@ class TaskConfig:
     """Which task, and its keyword arguments (see ``rnnx list tasks``)."""
 
     name: str = "digits"
+    """Registered task (``rnnx list tasks``), or your own data: ``text:FILE``,
+    ``csv:FILE``, ``npz:FILE``, ``ts:PATH``."""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the task."""
 
 
 @dataclass
@@ -157,8 +168,14 @@ class TrainConfig:
     """Stop when this many validations in a row fell short of the best one (by more than
     its noise; 0: never; None: the recipe's)."""
     precision: str = "auto"
-    """``"32"``, ``"bf16-mixed"``, or ``"auto"``: bf16-mixed if the CPU has native
-    bf16 instructions (AVX512-BF16 or AMX), else 32."""
+    """``"32"``, ``"bf16-mixed"``, or ``"auto"``: bf16-mixed where bf16 is native (a CUDA
+    GPU that supports it; a CPU with AVX512-BF16 or AMX), else 32."""
+    accelerator: str = "auto"
+    """``"auto"`` (CUDA when torch sees a GPU, else the CPU), ``"cpu"``, ``"cuda"`` or
+    ``"mps"``. DDP uses NCCL on CUDA and gloo otherwise."""
+    devices: int = 0
+    """Processes (one per device) on this machine; 0: one, or torchrun's count under
+    torchrun. ``rnnx train --devices N`` (N > 1) starts N processes with torchrun."""
     seed: int = 0
     """Seeds the model's initialisation, the data order and dropout."""
     checkpoint_every: int = 200
@@ -196,14 +213,250 @@ class RunConfig:
         )
 
 
+# ---------------------------------------------------------------------- validation
+
+
+class ConfigError(ValueError):
+    """A bad configuration value, found before anything starts.
+
+    ``section`` and ``key`` name the setting (``[train] epochs``), ``detail`` says what
+    was given and what is expected; the CLI adds the flag that sets it.
+    """
+
+    def __init__(self, section: str, key: str | None, detail: str) -> None:
+        self.section, self.key, self.detail = section, key, detail
+        where = f"[{section}] {key}" if key else f"[{section}]"
+        super().__init__(f"{where}: {detail}")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Numbers in ``[lo, hi]`` (open ends with ``lo_open``/``hi_open``), plus ``also``."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple[Any, ...] = ()
+
+    def describe(self) -> str:
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        text = " and ".join(parts) or "finite"
+        return text + "".join(f" (or {a!r})" for a in self.also)
+
+    def ok(self, v: Any) -> bool:
+        if v in self.also:
+            return True
+        if not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """One of a few strings."""
+
+    values: tuple[str, ...]
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(map(repr, self.values))
+
+    def ok(self, v: Any) -> bool:
+        return v in self.values
+
+
+#: Allowed values of config fields, checked by :func:`validate` before anything starts;
+#: the types come from the dataclass annotations (a field without an entry here is
+#: checked for its type only).
+LIMITS: dict[tuple[str, str], Range | OneOf] = {
+    ("model", "d_model"): Range(1),
+    ("model", "n_layers"): Range(1),
+    ("model", "d_state"): Range(1),
+    ("model", "mlp_ratio"): Range(0),
+    ("model", "dropout"): Range(0, 1, hi_open=True),
+    ("model", "norm"): OneOf(("layer", "rms")),
+    ("model", "pooling"): OneOf(("mean", "last")),
+    ("train", "epochs"): Range(1),
+    ("train", "max_steps"): Range(1, also=(-1,)),
+    ("train", "budget_minutes"): Range(0),
+    ("train", "budget_clock"): OneOf(("wall", "cpu")),
+    ("train", "batch_size"): Range(1),
+    ("train", "eval_batch_size"): Range(0),
+    ("train", "lr"): Range(0, lo_open=True),
+    ("train", "weight_decay"): Range(0),
+    ("train", "warmup"): Range(0, 1),
+    ("train", "grad_clip"): Range(0),
+    ("train", "select"): OneOf(("best", "last")),
+    ("train", "patience"): Range(0),
+    ("train", "precision"): OneOf(("auto", "32", "bf16-mixed", "16-mixed", "64")),
+    ("train", "accelerator"): OneOf(("auto", "cpu", "cuda", "mps")),
+    ("train", "devices"): Range(0),
+    ("train", "seed"): Range(0, 2**32 - 1),
+    ("train", "checkpoint_every"): Range(0),
+    ("train", "val_every"): Range(0),
+    ("train", "limit_batches"): Range(0, lo_open=True),
+    ("train", "threads"): Range(0),
+    ("train", "log_every"): Range(1),
+}
+
+
+def _type_name(tp: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if tp in names:
+        return names[tp]
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        return "a table (dict)"
+    if origin is list:
+        return "a list"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _given(v: Any) -> str:
+    return f"{v!r} ({type(v).__name__})"
+
+
+def coerce(tp: Any, value: Any) -> tuple[bool, Any]:
+    """``(ok, value)``: ``value`` checked against the annotation ``tp`` (an int is a
+    valid float; a bool is never a number)."""
+    if tp is Any:
+        return True, value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            return type(None) in args, value
+        for a in args:
+            if a is not type(None):
+                ok, v = coerce(a, value)
+                if ok:
+                    return True, v
+        return False, value
+    if origin is not None:
+        return isinstance(value, origin), value
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(tp, type):
+        return isinstance(value, tp), value
+    return True, value
+
+
 def _build(cls, values: dict[str, Any], section: str):
-    known = {f.name for f in fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(
-            f"[{section}]: unknown key(s) {sorted(unknown)}; expected some of {sorted(known)}"
+    """``cls(**values)`` with every key known and every value of its annotated type."""
+    if not isinstance(values, dict):
+        raise ConfigError(section, None, f"expected a table of settings, got {_given(values)}")
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in fields(cls)]
+    out = {}
+    for key, value in values.items():
+        if key not in hints or key not in known:
+            raise ConfigError(
+                section,
+                key,
+                f"unknown setting{did_you_mean(key, known)} (known [{section}] settings: "
+                + ", ".join(known)
+                + ")",
+            )
+        ok, v = coerce(hints[key], value)
+        if not ok:
+            raise ConfigError(
+                section, key, f"expected {_type_name(hints[key])}, got {_given(value)}"
+            )
+        out[key] = v
+    obj = cls(**out)
+    for f in fields(cls):
+        rule = LIMITS.get((section, f.name))
+        v = getattr(obj, f.name)
+        if rule is not None and v is not None and not rule.ok(v):
+            what = f"{_type_name(hints[f.name])} " if isinstance(rule, Range) else ""
+            raise ConfigError(section, f.name, f"expected {what}{rule.describe()}, got {v!r}")
+    return obj
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check what the field types cannot: the layer and task exist, the layer has the mode
+    and takes the keyword arguments, the task takes its keyword arguments. Raises
+    :class:`ConfigError` naming the setting; returns ``cfg``."""
+    from rnnx import layers
+    from rnnx._plugins import accepted_kwargs
+    from rnnx.data import task_entry
+
+    m = cfg.model
+    try:
+        cls = layers.get(m.layer)
+    except ValueError as exc:
+        raise ConfigError("model", "layer", str(exc).removeprefix("layer: ")) from None
+    if m.mode is not None and m.mode not in cls.modes:
+        raise ConfigError(
+            "model",
+            "mode",
+            f"layer {m.layer!r} has no mode {m.mode!r}{did_you_mean(m.mode, cls.modes)} "
+            f"(its modes: {', '.join(cls.modes)})",
         )
-    return cls(**values)
+    kwargs = dict(m.layer_kwargs)
+    if m.d_state is not None:
+        kwargs["d_state"] = m.d_state
+    names, var = accepted_kwargs(cls)
+    taken = [n for n in names if n not in ("d_model", "mode")]
+    for k in kwargs if not var else ():
+        if k in taken:
+            continue
+        if k == "d_state" and "d_state" not in m.layer_kwargs:
+            raise ConfigError("model", "d_state", f"layer {m.layer!r} has no state size d_state")
+        raise ConfigError(
+            "model",
+            "layer_kwargs",
+            f"layer {m.layer!r} takes no argument {k!r}{did_you_mean(k, taken)} "
+            f"(it takes: {', '.join(taken) or 'no arguments besides d_model'})",
+        )
+    try:
+        entry = task_entry(cfg.task.name)
+    except ValueError as exc:
+        raise ConfigError("task", "name", str(exc).removeprefix("task: ")) from None
+    names, var = accepted_kwargs(entry.fn)
+    taken = [n for n in names[1 if entry.parametric else 0 :] if n != "seed"]
+    if not var:
+        for k in cfg.task.kwargs:
+            if k not in taken:
+                raise ConfigError(
+                    "task",
+                    "kwargs",
+                    f"task {entry.name!r} takes no argument {k!r}{did_you_mean(k, taken)} "
+                    f"(it takes: {', '.join(taken) or 'no arguments'})",
+                )
+    return cfg
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a config dataclass (read from its source)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    out = {}
+    for a, b in itertools.pairwise(body):
+        if (
+            isinstance(a, ast.AnnAssign)
+            and isinstance(a.target, ast.Name)
+            and isinstance(b, ast.Expr)
+            and isinstance(b.value, ast.Constant)
+            and isinstance(b.value.value, str)
+        ):
+            out[a.target.id] = " ".join(b.value.value.split())
+    return out
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -220,19 +473,35 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
+    """The tables of a run's TOML file; one clear error for a missing or malformed file."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(f"--config {path}: is a directory, expected a TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--config {path}: not valid TOML ({exc})") from None
     unknown = set(data) - {"model", "task", "train"}
     if unknown:
-        raise ValueError(f"{path}: unknown table(s) {sorted(unknown)}; expected model, task, train")
+        first = sorted(unknown)[0]
+        raise ValueError(
+            f"--config {path}: unknown table(s) {sorted(unknown)}"
+            f"{did_you_mean(first, ['model', 'task', 'train'])} (expected [model], [task], [train])"
+        )
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(section, None, f"expected a table, got {_given(values)}")
     return data
 
 
 def resolve(
     overrides: dict[str, dict[str, Any]], config_file: str | Path | None = None
 ) -> RunConfig:
-    """Defaults < task defaults < TOML file < ``overrides`` (from the command line)."""
-    from rnnx.data import task_entry
+    """Defaults < task defaults < TOML file < ``overrides`` (from the command line),
+    validated (:func:`validate`); a path task's path is made absolute."""
+    from rnnx.data import canonical_task_name, task_entry
 
     file_values = load_toml(config_file) if config_file else {}
     name = (
@@ -240,11 +509,19 @@ def resolve(
         or file_values.get("task", {}).get("name")
         or TaskConfig.name
     )
+    if not isinstance(name, str):
+        raise ConfigError("task", "name", f"expected a string, got {_given(name)}")
+    try:
+        defaults = task_entry(name).defaults
+    except ValueError as exc:
+        raise ConfigError("task", "name", str(exc).removeprefix("task: ")) from None
     merged = RunConfig().to_dict()
-    merged = _merge(merged, task_entry(name).defaults)
+    merged = _merge(merged, defaults)
     merged = _merge(merged, file_values)
     merged = _merge(merged, overrides)
-    return RunConfig.from_dict(merged)
+    cfg = validate(RunConfig.from_dict(merged))
+    cfg.task.name = canonical_task_name(cfg.task.name)
+    return cfg
 
 
 def parse_value(text: str) -> Any:

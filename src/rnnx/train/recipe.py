@@ -58,8 +58,9 @@ class DataStats:
     """Outputs per sequence (regression)."""
     tokens: int
     """Training steps in all: ``n_train * length``."""
-    target_channel: int | None = None
-    """Forecasting: the input channel the targets continue (``info["target_channel"]``)."""
+    target_channel: int | list[int] | None = None
+    """Forecasting: the input channel the targets continue, or one per target
+    (``info["target_channel"]``)."""
 
     @classmethod
     def of(cls, task) -> DataStats:

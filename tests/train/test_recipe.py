@@ -273,3 +273,30 @@ def test_a_small_model_beats_one_nn_on_a_real_set_in_under_a_minute(tmp_path):
     result = train(cfg, out_dir=tmp_path, progress=False, verbose=False)
     assert result["train_seconds"] < 60
     assert result["test_acc"] > reference, result["selection"]
+
+
+def test_own_data_gets_the_recipe_from_its_data(tmp_path):
+    """csv/npz/ts/text register no fixed settings: the recipe derives them, and a csv
+    forecast of several columns gets the per-target normalisation and linear map."""
+    import numpy as np
+
+    from rnnx.data import task_entry
+
+    for name in ("csv", "npz", "ts", "text"):
+        assert not task_entry(f"{name}:x").defaults, name
+    table = tmp_path / "two.csv"
+    t = np.arange(400)
+    rows = [f"{i},{np.sin(i / 7):.4f},{np.cos(i / 5):.4f},{i % 24}" for i in t]
+    table.write_text("time,a,b,hour\n" + "\n".join(rows) + "\n")
+    name = f"csv:{table}"
+    task = get_task(name, target=["a", "b"], horizon=4)
+    assert task.info["target_channel"] == [0, 1] and task.d_output == 8
+    cfg, derived = recipe.apply(resolve({"task": {"name": name}}), task)
+    assert cfg.model.instance_norm and cfg.model.linear_skip and not cfg.model.bidirectional
+    assert cfg.train.max_steps >= 2000 and cfg.train.epochs is None
+    assert derived["model"]["instance_norm"]["value"] is True
+    arrays = tmp_path / "toy.npz"
+    rng = np.random.default_rng(0)
+    np.savez(arrays, x=rng.normal(size=(60, 20, 2)), y=np.arange(60) % 3)
+    cfg, _ = recipe.apply(resolve({"task": {"name": f"npz:{arrays}"}}), get_task(f"npz:{arrays}"))
+    assert cfg.model.bidirectional is True and cfg.train.batch_size == 8  # n/10 -> 8

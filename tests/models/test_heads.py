@@ -106,3 +106,74 @@ def test_token_inputs_need_integer_ids():
     cfg = BackboneConfig(layer="lstm", d_model=8, n_layers=1, vocab_size=5)
     with pytest.raises(TypeError, match=r"x: expected int64 token ids of shape \(batch, length\)"):
         StepClassifier(cfg, 5)(torch.randn(2, 3, 1))
+
+
+def test_instance_norm_forecasts_are_equivariant_to_level_and_scale():
+    cfg = BackboneConfig(layer="s4d", d_model=8, n_layers=1, d_input=3)
+    model = SequenceRegressor(cfg, d_output=5, instance_norm=1).double().eval()
+    x = torch.randn(4, 12, 3, dtype=torch.float64)
+    scale = torch.tensor([2.0, 3.0, 0.5], dtype=torch.float64)
+    shift = torch.tensor([-1.0, 7.0, 4.0], dtype=torch.float64)
+    y = model(x)
+    # A per-window change of level and scale of every channel moves the forecast of
+    # channel 1 by channel 1's level and scale, and changes nothing else (up to the
+    # 1e-5 added to the variances).
+    assert_close(model(x * scale + shift), y * 3.0 + 7.0, rtol=1e-4)
+    # Padding after a window's valid steps plays no part in its statistics.
+    lengths = torch.tensor([12, 7, 12, 3])
+    padded = x.clone()
+    padded[1, 7:] = 100.0
+    padded[3, 3:] = -50.0
+    assert_close(model(padded, lengths)[1], model(x[1:2, :7])[0], rtol=1e-9)
+    assert_close(model(padded, lengths)[3], model(x[3:4, :3])[0], rtol=1e-9)
+    with pytest.raises(ValueError, match=r"instance_norm: expected the index of an input"):
+        SequenceRegressor(cfg, d_output=5, instance_norm=3)
+
+
+def test_linear_skip_starts_at_zero_and_adds_a_linear_map_of_the_window():
+    cfg = BackboneConfig(layer="s4d", d_model=8, n_layers=1, d_input=2)
+    plain = SequenceRegressor(cfg, d_output=4).double().eval()
+    model = SequenceRegressor(cfg, d_output=4, linear_skip=(1, 10)).double().eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(3, 10, 2, dtype=torch.float64)
+    assert_close(model(x), plain(x), rtol=1e-12)  # zero at the start
+    with torch.no_grad():
+        model.skip.weight.normal_()
+        model.skip.bias.normal_()
+    expected = plain(x) + x[..., 1] @ model.skip.weight.T + model.skip.bias
+    assert_close(model(x), expected, rtol=1e-12)
+    with pytest.raises(ValueError, match="reads windows of exactly 10 steps"):
+        model(x[:, :7])
+    with pytest.raises(ValueError, match="linear_skip: expected"):
+        SequenceRegressor(cfg, d_output=4, linear_skip=(2, 10))
+
+
+def test_several_target_channels_are_time_major_each_with_its_own_level_and_scale():
+    # Two targets (input channels 2 and 0), horizon 3: outputs t * 2 + k continue
+    # channel [2, 0][k], as csv: forecasts of several columns are laid out.
+    cfg = BackboneConfig(layer="s4d", d_model=8, n_layers=1, d_input=3)
+    model = SequenceRegressor(
+        cfg, d_output=6, instance_norm=[2, 0], linear_skip=([2, 0], 10)
+    ).double()
+    model.eval()
+    with torch.no_grad():
+        model.skip.weight.normal_()
+        model.skip.bias.normal_()
+    x = torch.randn(4, 10, 3, dtype=torch.float64)
+    scale = torch.tensor([2.0, 3.0, 0.5], dtype=torch.float64)
+    shift = torch.tensor([-1.0, 7.0, 4.0], dtype=torch.float64)
+    y = model(x).view(4, 3, 2)
+    moved = model(x * scale + shift).view(4, 3, 2)
+    assert_close(moved[..., 0], y[..., 0] * 0.5 + 4.0, rtol=1e-4)  # channel 2
+    assert_close(moved[..., 1], y[..., 1] * 2.0 - 1.0, rtol=1e-4)  # channel 0
+    # The linear map reads each target's own normalised window, one map for both.
+    plain = SequenceRegressor(cfg, d_output=6, instance_norm=[2, 0]).double().eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    mean, std = x.mean(1, keepdim=True), (x.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+    z = (x - mean) / std
+    lin = torch.stack([z[..., c] @ model.skip.weight.T + model.skip.bias for c in (2, 0)], -1)
+    sd = std[:, 0, [2, 0]]
+    expected = plain(x).view(4, 3, 2) + lin * sd[:, None]
+    assert_close(model(x).view(4, 3, 2), expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="instance_norm: expected"):
+        SequenceRegressor(cfg, d_output=5, instance_norm=[2, 0])  # 5 outputs, 2 targets

@@ -33,6 +33,8 @@ ARGS = [
     "1",
     "--precision",
     "32",
+    "--dropout",
+    "0",  # each process draws its own dropout masks
     "--no-progress",
 ]
 

@@ -144,10 +144,6 @@ def _random_split(n: int, frac: float, seed: int) -> tuple[np.ndarray, np.ndarra
     "npz",
     description="your own arrays (.npz: x, y, lengths): classification, tagging, regression",
     takes_path=True,
-    defaults={
-        "model": {"d_model": 64, "n_layers": 2},
-        "train": {"epochs": 20, "batch_size": 32, "lr": 3e-3},
-    },
 )
 def npz(
     path: str,

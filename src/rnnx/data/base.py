@@ -204,13 +204,24 @@ def task_entries() -> list[TaskEntry]:
 
 
 def stratified_split(y: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
-    """Indices ``(rest, held_out)`` with ``fraction`` of every class held out."""
+    """Indices ``(rest, held_out)`` with ``fraction`` of every class held out.
+
+    Each class contributes ``round(fraction * n_c)`` items, but at least one whenever
+    it has two or more (and ``fraction > 0``), so that the held-out split has every
+    class the data allow and no class leaves the rest empty: a validation split
+    used for model selection must see every class (a class absent from it is never
+    scored). Classes with a single item stay in ``rest``.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction: expected a value in [0, 1), got {fraction}")
     g = torch.Generator().manual_seed(seed)
     held, rest = [], []
     for c in torch.unique(y):
         idx = torch.nonzero(y == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         k = round(fraction * len(idx))
+        if fraction > 0 and len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
         held.append(idx[:k])
         rest.append(idx[k:])
     return torch.cat(rest).sort().values, torch.cat(held).sort().values

@@ -24,7 +24,6 @@ from rnnx.data.base import (
 @register_task(
     "digits",
     description="scikit-learn's 8x8 digits as 64-step pixel sequences (bundled; the default)",
-    defaults={"model": {"d_model": 64, "n_layers": 2}, "train": {"epochs": 30}},
 )
 def digits(seed: int = 0, val_fraction: float = 0.1, rows: bool = False) -> TaskData:
     """Digits as sequences. ``rows=True`` reads rows instead (L = 8, d_input = 8).

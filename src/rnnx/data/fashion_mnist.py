@@ -95,14 +95,10 @@ def _fashion(name: str, layout: str, seed: int, n_train: int | None, n_val: int)
     )
 
 
-_DEFAULTS = {"model": {"d_model": 64, "n_layers": 4}, "train": {"epochs": 5, "batch_size": 64}}
-
-
 @register_task(
     "fashion_mnist",
     description="Fashion-MNIST pixel by pixel (784 x 1); Debian dataset-fashion-mnist",
     sources=("fashion-mnist",),
-    defaults=_DEFAULTS,
 )
 def fashion_mnist(seed: int = 0, *, n_train: int | None = None, n_val: int = 5000) -> TaskData:
     """Pixel-wise sequential Fashion-MNIST (L = 784)."""
@@ -113,7 +109,6 @@ def fashion_mnist(seed: int = 0, *, n_train: int | None = None, n_val: int = 500
     "fashion_mnist_rows",
     description="Fashion-MNIST row by row (28 x 28)",
     sources=("fashion-mnist",),
-    defaults=_DEFAULTS,
 )
 def fashion_mnist_rows(seed: int = 0, *, n_train: int | None = None, n_val: int = 5000) -> TaskData:
     """Row-wise sequential Fashion-MNIST (L = 28, d_input = 28)."""
@@ -124,7 +119,6 @@ def fashion_mnist_rows(seed: int = 0, *, n_train: int | None = None, n_val: int 
     "fashion_mnist_perm",
     description="Fashion-MNIST pixel by pixel in a fixed random order (784 x 1)",
     sources=("fashion-mnist",),
-    defaults=_DEFAULTS,
 )
 def fashion_mnist_perm(seed: int = 0, *, n_train: int | None = None, n_val: int = 5000) -> TaskData:
     """Permuted pixel-wise Fashion-MNIST (fixed permutation, :func:`permutation`)."""

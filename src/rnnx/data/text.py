@@ -126,10 +126,6 @@ def _split_files(sizes: list[int], val_fraction: float, test_fraction: float, se
     "text",
     description="your own text: a file or a folder of .txt files (character or byte LM)",
     takes_path=True,
-    defaults={
-        "model": {"d_model": 128, "n_layers": 2, "mlp_ratio": 2.0},
-        "train": {"epochs": 10, "batch_size": 32, "lr": 2e-3},
-    },
 )
 def text(
     path: str,

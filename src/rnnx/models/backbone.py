@@ -9,6 +9,16 @@ The backbone maps inputs to ``d_model`` (a linear encoder for real-valued sequen
 an embedding for token ids), applies ``n_layers`` blocks and a final norm. Its state
 is the list of the blocks' states, so a backbone follows the layer contract too:
 ``forward`` with a carried state, and ``step`` for decoding.
+
+Bidirectional (``bidirectional=True``, for tasks that read a whole sequence before
+answering: classification, regression from a window): every block holds a second
+mixer of the same layer that reads each sequence backwards, and the mixer branch is
+the sum of the two directions, ``mixer(u) + rev(mixer_rev(rev(u)))``, where ``rev``
+reverses the valid part of each sequence (its first ``lengths[b]`` steps) and leaves
+the padding where it is. This is how LSSL and S4 read sequences for classification
+(arXiv 2110.13985, 2111.00396: a kernel for each direction, outputs summed), done
+for any registered layer. The backbone is then non-causal: no state passing, no
+``step``.
 """
 
 from __future__ import annotations
@@ -51,6 +61,9 @@ class BackboneConfig:
     """Dropout on each residual branch."""
     norm: str = "layer"
     """``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm)."""
+    bidirectional: bool = False
+    """Add a backward mixer to every block and sum the two directions (module
+    docstring); non-causal: no state passing, no ``step``."""
 
     def __post_init__(self) -> None:
         layers.get(self.layer)  # fails early with the list of known layers
@@ -67,6 +80,21 @@ class BackboneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def reverse_valid(x: Tensor, lengths: Tensor | None) -> Tensor:
+    """``x (B, L, ...)`` with the first ``lengths[b]`` steps of each sequence reversed and
+    the padding after them left in place (all L steps reversed when ``lengths`` is None).
+
+    Its own inverse: ``reverse_valid(reverse_valid(x, n), n) == x``.
+    """
+    if lengths is None:
+        return x.flip(1)
+    B, L = x.shape[:2]
+    pos = torch.arange(L, device=x.device)[None]
+    n = lengths.to(x.device)[:, None]
+    idx = torch.where(pos < n, n - 1 - pos, pos)  # (B, L)
+    return torch.gather(x, 1, idx.view(B, L, *([1] * (x.dim() - 2))).expand_as(x))
 
 
 def _norm(kind: str, d: int) -> nn.Module:
@@ -92,14 +120,9 @@ class Block(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.norm = _norm(cfg.norm, cfg.d_model)
-        self.mixer = layers.create(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
-        if cfg.mode is not None:
-            self.mixer.mode = cfg.mode
-        if self.mixer.d_output != cfg.d_model:
-            raise ValueError(
-                f"layer_kwargs: the mixer {cfg.layer!r} outputs {self.mixer.d_output} features; "
-                f"a residual block needs d_model={cfg.d_model}"
-            )
+        self.mixer = self._make_mixer(cfg)
+        self.bidirectional = cfg.bidirectional
+        self.mixer_rev = self._make_mixer(cfg) if cfg.bidirectional else None
         self.dropout = nn.Dropout(cfg.dropout)
         self.mlp: nn.Module | None = None
         if cfg.mlp_ratio > 0:
@@ -112,6 +135,18 @@ class Block(nn.Module):
                     nn.Linear(cfg.d_model, hidden), nn.GELU(), nn.Linear(hidden, cfg.d_model)
                 )
 
+    @staticmethod
+    def _make_mixer(cfg: BackboneConfig) -> nn.Module:
+        mixer = layers.create(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
+        if cfg.mode is not None:
+            mixer.mode = cfg.mode
+        if mixer.d_output != cfg.d_model:
+            raise ValueError(
+                f"layer_kwargs: the mixer {cfg.layer!r} outputs {mixer.d_output} features; "
+                f"a residual block needs d_model={cfg.d_model}"
+            )
+        return mixer
+
     def _mlp(self, x: Tensor) -> Tensor:
         if self.mlp is not None:
             x = x + self.dropout(self.mlp(self.norm2(x)))
@@ -121,10 +156,30 @@ class Block(nn.Module):
         kw = {"lengths": lengths}
         if dt is not None:
             kw["dt"] = dt
-        h, state = self.mixer(self.norm(x), state, **kw)
-        return self._mlp(x + self.dropout(h)), state
+        u = self.norm(x)
+        if self.mixer_rev is None:
+            h, state = self.mixer(u, state, **kw)
+            return self._mlp(x + self.dropout(h)), state
+        if state is not None:
+            raise ValueError(
+                "state: a bidirectional backbone is non-causal (its backward mixers read "
+                "each sequence from the end), so it cannot continue from a state; call it "
+                "on whole sequences with state=None"
+            )
+        h, _ = self.mixer(u, None, **kw)
+        if isinstance(dt, Tensor) and dt.dim() == 2 and dt.shape[1] > 1:  # one per time step
+            kw["dt"] = reverse_valid(dt, lengths)
+        h_rev, _ = self.mixer_rev(reverse_valid(u, lengths), None, **kw)
+        h = h + reverse_valid(h_rev, lengths)
+        return self._mlp(x + self.dropout(h)), None
 
     def step(self, x, state=None):
+        if self.mixer_rev is not None:
+            raise RuntimeError(
+                "step: a bidirectional backbone is non-causal (its backward mixers read each "
+                "sequence from the end), so step-by-step decoding is not defined; build it "
+                "with bidirectional=False to decode"
+            )
         h, state = self.mixer.step(self.norm(x), state)
         return self._mlp(x + self.dropout(h)), state
 

@@ -49,6 +49,26 @@ class SequenceRegressor(nn.Module):
     For forecasting, the backbone reads the context window and the pooled state
     (``pooling="last"``: the state after the last step) is mapped to the next
     ``d_output`` values of the target (a direct multi-horizon forecast).
+
+    ``instance_norm=c`` (forecasting a continuation of input channel ``c``) normalises
+    each input window by its own mean and standard deviation per channel (over its
+    valid steps) and maps the outputs back with channel ``c``'s: the reversible instance
+    normalisation of RevIN (Kim et al., ICLR 2022), without its affine parameters. The
+    model then forecasts the shape of what follows, and a level or scale shift between
+    training and test periods does not reach it.
+
+    ``linear_skip=(c, n)`` adds to the outputs a linear map of input channel ``c``'s
+    ``n`` steps (the whole window, after the instance normalisation if it is on):
+    DLinear's "Linear" forecaster (Zeng et al., arXiv 2205.13504), a strong baseline on
+    long horizons, inside the model; the backbone's head then learns what a linear
+    map of the past misses. It starts at zero, so the model starts as the backbone
+    alone. Needs windows of exactly ``n`` steps.
+
+    Several targets: ``c`` may be a list of K input channels, the outputs then being
+    time-major (``d_output = horizon * K``, output ``t * K + k`` continues channel
+    ``c[k]``); each output is mapped back with its own channel's statistics, and the
+    linear map (one ``n -> horizon`` map shared by the K channels, DLinear's default)
+    reads each channel's own window.
     """
 
     def __init__(
@@ -58,19 +78,83 @@ class SequenceRegressor(nn.Module):
         pooling: str = "last",
         *,
         per_step: bool = False,
+        instance_norm: int | list[int] | None = None,
+        linear_skip: tuple[int | list[int], int] | None = None,
     ) -> None:
         super().__init__()
         require_positive_int("d_output", d_output)
         self.pooling = require_choice("pooling", pooling, ("mean", "last"))
         self.per_step = per_step
+        self.skip: nn.Linear | None = None
+        self.skip_channels: list[int] = []
+        if linear_skip is not None:
+            channels, length = _channels(linear_skip[0]), linear_skip[1]
+            bad = per_step or not channels or d_output % len(channels) != 0
+            if bad or not all(0 <= c < config.d_input for c in channels):
+                raise ValueError(
+                    f"linear_skip: expected (input channel(s) in [0, {config.d_input}), window "
+                    f"length) for a per-sequence head whose d_output ({d_output}) is a "
+                    f"multiple of the number of channels, got {tuple(linear_skip)}"
+                )
+            require_positive_int("linear_skip length", length)
+            self.skip_channels = channels
+            self.skip = nn.Linear(int(length), d_output // len(channels))
+            nn.init.zeros_(self.skip.weight)
+            nn.init.zeros_(self.skip.bias)
+        norm_channels = _channels(instance_norm) if instance_norm is not None else []
+        if instance_norm is not None and (
+            not norm_channels
+            or not all(0 <= c < config.d_input for c in norm_channels)
+            or d_output % len(norm_channels) != 0
+        ):
+            raise ValueError(
+                f"instance_norm: expected the index of an input channel in [0, "
+                f"{config.d_input}) (or a list of them dividing d_output {d_output}), "
+                f"got {instance_norm}"
+            )
+        self.instance_norm = instance_norm
+        self.norm_channels = norm_channels
         self.backbone = Backbone(config)
         self.head = nn.Linear(config.d_model, d_output)
 
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if self.norm_channels:
+            mask = torch.ones(x.shape[:2], dtype=x.dtype, device=x.device)
+            if lengths is not None:
+                mask = (torch.arange(x.shape[1], device=x.device)[None] < lengths[:, None]).to(
+                    x.dtype
+                )
+            n = mask.sum(1, keepdim=True).clamp(min=1)[..., None]  # (B, 1, 1)
+            mean = (x * mask[..., None]).sum(1, keepdim=True) / n
+            var = (((x - mean) * mask[..., None]) ** 2).sum(1, keepdim=True) / n
+            std = (var + 1e-5).sqrt()
+            x = (x - mean) / std * mask[..., None]
         h, _ = self.backbone(x, lengths=lengths)
-        if self.per_step:
-            return self.head(h)
-        return self.head(pool(h, lengths, self.pooling))
+        out = self.head(h) if self.per_step else self.head(pool(h, lengths, self.pooling))
+        if self.skip is not None:
+            if x.shape[1] != self.skip.in_features or lengths is not None:
+                raise ValueError(
+                    f"x: a linear_skip head reads windows of exactly {self.skip.in_features} "
+                    f"steps (no lengths), got {x.shape[1]} steps"
+                )
+            window = x[..., self.skip_channels].to(self.skip.weight.dtype)  # (B, n, K)
+            lin = self.skip(window.transpose(1, 2))  # (B, K, horizon)
+            out = out + lin.transpose(1, 2).reshape(len(x), -1)  # time-major
+        if self.norm_channels:
+            k = len(self.norm_channels)
+            sd, mu = std[:, 0, self.norm_channels], mean[:, 0, self.norm_channels]  # (B, K)
+            if self.per_step:
+                shape = (len(x), 1, -1, k)
+                out = (out.view(*out.shape[:2], -1, k) * sd.view(shape) + mu.view(shape)).flatten(2)
+            else:
+                shape = (len(x), 1, k)
+                out = (out.view(len(x), -1, k) * sd.view(shape) + mu.view(shape)).flatten(1)
+        return out
+
+
+def _channels(c: int | list[int] | tuple[int, ...]) -> list[int]:
+    """One input channel or a list of them, as a list of ints."""
+    return [int(v) for v in c] if isinstance(c, list | tuple) else [int(c)]
 
 
 class StepClassifier(nn.Module):
@@ -93,6 +177,11 @@ class LanguageModel(StepClassifier):
     def __init__(self, config: BackboneConfig) -> None:
         if config.vocab_size is None:
             raise ValueError("config.vocab_size: a language model needs a vocabulary size")
+        if config.bidirectional:
+            raise ValueError(
+                "config.bidirectional: a language model predicts the next token, so its "
+                "backbone must be causal; build it with bidirectional=False"
+            )
         super().__init__(config, config.vocab_size)
 
     @torch.no_grad()
@@ -162,8 +251,15 @@ def build_model(
     n_classes: int = 0,
     d_output: int = 0,
     pooling: str = "mean",
+    instance_norm: int | list[int] | None = None,
+    linear_skip: tuple[int | list[int], int] | None = None,
 ) -> nn.Module:
-    """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone."""
+    """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone
+    (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`)."""
+    if (instance_norm is not None or linear_skip is not None) and kind != "regression":
+        raise ValueError(
+            f"instance_norm, linear_skip: only regression heads take them, not {kind!r}"
+        )
     if kind == "classification":
         return SequenceClassifier(config, n_classes, pooling=pooling)
     if kind == "tagging":
@@ -171,5 +267,11 @@ def build_model(
     if kind == "lm":
         return LanguageModel(config)
     if kind == "regression":
-        return SequenceRegressor(config, d_output, pooling=pooling)
+        return SequenceRegressor(
+            config,
+            d_output,
+            pooling=pooling,
+            instance_norm=instance_norm,
+            linear_skip=linear_skip,
+        )
     raise ValueError(f"kind: expected classification, tagging, lm or regression, got {kind!r}")

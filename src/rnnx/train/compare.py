@@ -1,10 +1,11 @@
 """``rnnx compare``: several layers, one task, the same budget, one markdown leaderboard.
 
-Every model gets the same resolved settings (task, epochs or steps, batch size,
-learning rate, width, depth, seed) and is trained one after the other; only
-``model.layer`` changes. The leaderboard is sorted by the task's headline metric
-(accuracy, bits per character, or MSE) and written to ``<out>/leaderboard.md`` and
-``<out>/compare.json`` next to each run's own directory.
+Every model gets the same resolved settings (task, step and time budget, batch
+size, learning rate, width, depth, seed: the recipe derives them from the data, not
+from the layer) and is trained one after the other; only ``model.layer`` changes.
+The leaderboard is sorted by the task's headline metric (accuracy, bits per
+character, or MSE) and written to ``<out>/leaderboard.md`` and ``<out>/compare.json``
+next to each run's own directory.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def leaderboard(results: list[dict[str, Any]]) -> str:
         f"test {metric}",
         *[f"test {k}" for k in extra],
         "parameters",
+        "steps",
+        "selected step",
         "train s",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -41,6 +44,8 @@ def leaderboard(results: list[dict[str, Any]]) -> str:
             f"{r['test'][metric]:.4f}",
             *[f"{r['test'][k]:.4f}" for k in extra],
             f"{r['parameters']:,}",
+            str(r["steps"]),
+            str(r.get("selected_step", r["steps"])),
             f"{r['train_seconds']:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -105,11 +110,15 @@ def compare(
             train(cfg, out_dir=root / cfg.model.layer, overwrite=overwrite, progress=progress)
         )
     table = leaderboard(results)
-    t = base.train
+    # Every run got the same settings (the recipe reads the data, not the layer).
+    run = results[0]["config"]
+    m, t = run["model"], run["train"]
+    minutes = f", at most {t['budget_minutes']:g} min" if t.get("budget_minutes") else ""
     budget = (
-        f"{base.task.name}; d_model {base.model.d_model}, {base.model.n_layers} layers, "
-        f"{f'{t.max_steps} steps' if t.max_steps > 0 else f'{t.epochs} epochs'}, "
-        f"batch {t.batch_size}, lr {t.lr}, seed {t.seed}"
+        f"{base.task.name}; d_model {m['d_model']}, {m['n_layers']} layers"
+        f"{', bidirectional' if m.get('bidirectional') else ''}, "
+        f"{results[0]['budget']['max_steps']} steps{minutes}, "
+        f"batch {t['batch_size']}, lr {t['lr']}, select {t['select']}, seed {t['seed']}"
     )
     root.mkdir(parents=True, exist_ok=True)
     (root / "leaderboard.md").write_text(f"Budget: {budget}\n\n{table}")

@@ -59,6 +59,28 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return schedule
 
 
+def budget_schedule(warmup_steps: int, budget):
+    """Multiplier of the peak learning rate over a budget of steps and minutes.
+
+    Linear warm-up over the first ``warmup_steps`` steps, then cosine decay to 0 over
+    the fraction of the budget used, ``budget.fraction(step)``: the larger of the
+    step and wall-clock fractions (:class:`rnnx.train.callbacks.Budget`), so a run
+    cut by the clock still ends its decay at the deadline. Without a wall-clock
+    limit (or while the steps lead) this is :func:`warmup_cosine`. (A plain function,
+    so that the scheduler's checkpoint holds nothing but numbers.)
+    """
+    warmup_steps = max(1, int(warmup_steps))
+
+    def schedule(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        w = warmup_steps / budget.max_steps
+        t = (budget.fraction(step) - w) / max(1e-12, 1 - w)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, t))))
+
+    return schedule
+
+
 class TaskModule(L.LightningModule):
     """Trains ``model`` (a head from :func:`rnnx.models.build_model`) on a task ``kind``."""
 
@@ -70,13 +92,19 @@ class TaskModule(L.LightningModule):
         lr: float,
         weight_decay: float,
         warmup: float = 0.05,
+        budget=None,
     ) -> None:
         super().__init__()
         if kind not in MAIN_METRIC:
             raise ValueError(f"kind: expected one of {sorted(MAIN_METRIC)}, got {kind!r}")
         self.model, self.kind = model, kind
         self.lr, self.weight_decay, self.warmup = lr, weight_decay, warmup
+        self.budget = budget
+        """A :class:`rnnx.train.callbacks.Budget` the schedule follows (None: the
+        trainer's estimated number of steps)."""
         self._sums: dict[str, torch.Tensor] = {}
+        self.val_metrics: dict[str, float] = {}
+        self.val_count = 0.0
 
     # ------------------------------------------------------------------ loss
 
@@ -159,7 +187,10 @@ class TaskModule(L.LightningModule):
         keys = sorted(sums)
         vec = torch.stack([torch.as_tensor(sums[k], dtype=torch.float64) for k in keys])
         vec = self.trainer.strategy.reduce(vec, reduce_op="sum") if self._distributed() else vec
-        metrics = self.metrics_from_sums(self.kind, dict(zip(keys, vec.tolist())))
+        totals = dict(zip(keys, vec.tolist()))
+        metrics = self.metrics_from_sums(self.kind, totals)
+        if stage == "val":
+            self.val_count = float(totals["n"])  # items (or scored steps) validated
         for k, v in metrics.items():
             # Already reduced over processes above; rank_zero_only avoids a second reduction.
             self.log(f"{stage}_{k}", v, prog_bar=(stage == "val"), rank_zero_only=True)
@@ -172,7 +203,7 @@ class TaskModule(L.LightningModule):
         self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self):
-        self._eval_end("val")
+        self.val_metrics = self._eval_end("val")
 
     def test_step(self, batch, batch_idx):
         self._eval_step(batch, "test")
@@ -184,7 +215,11 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(parameter_groups(self.model, self.lr, self.weight_decay))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        warm = max(1, int(self.warmup * total))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(warm, total))
+        if self.budget is not None:
+            warm = max(1, int(self.warmup * self.budget.max_steps))
+            schedule = budget_schedule(warm, self.budget)
+        else:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            schedule = warmup_cosine(max(1, int(self.warmup * total)), total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -174,35 +174,71 @@ def _world() -> tuple[int, int]:
 
 
 def build_task_and_model(cfg: RunConfig):
-    """``(task, model)`` for a run config; the model initialised from the seed."""
-    import lightning as L
+    """``(task, model)`` for a run config; the model initialised from the seed.
 
+    ``cfg`` must be complete (:func:`rnnx.train.recipe.apply` fills what the recipe
+    derives from the data); :func:`train` does that before it calls this.
+    """
     from rnnx.data import get_task
-    from rnnx.models import build_model
 
     task = get_task(cfg.task.name, seed=cfg.train.seed, **cfg.task.kwargs)
+    return task, build_model_for(cfg, task)
+
+
+def build_model_for(cfg: RunConfig, task):
+    """The model of ``cfg`` for ``task``, initialised from ``cfg.train.seed``."""
+    import lightning as L
+
+    from rnnx.models import build_model
+
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     backbone = cfg.model.backbone(d_input=task.d_input, vocab_size=task.vocab_size)
-    model = build_model(
+    return build_model(
         task.kind,
         backbone,
         n_classes=task.n_classes,
         d_output=task.d_output,
-        pooling=cfg.model.pooling,
+        pooling=cfg.model.pooling or "mean",
+        **forecasting_head(cfg, task),
     )
-    return task, model
 
 
-def model_spec(cfg: RunConfig, task, model) -> dict[str, Any]:
-    """What ``config.json`` needs to rebuild the model without the data."""
+def forecasting_head(cfg: RunConfig, task) -> dict[str, Any]:
+    """``instance_norm`` and ``linear_skip`` arguments of a forecasting head, from
+    ``model.instance_norm`` / ``model.linear_skip`` and the task's target channel."""
+    out: dict[str, Any] = {"instance_norm": None, "linear_skip": None}
+    wanted = [k for k in ("instance_norm", "linear_skip") if getattr(cfg.model, k)]
+    if not wanted:
+        return out
+    channel = task.info.get("target_channel")
+    if task.kind != "regression" or channel is None:
+        raise ValueError(
+            f"{', '.join(wanted)}: {task.name} names no target channel "
+            "(info['target_channel']): these are for forecasting a continuation of an "
+            "input channel"
+        )
+    # one channel, or a list of them for several targets (time-major outputs)
+    channel = [int(c) for c in channel] if isinstance(channel, list | tuple) else int(channel)
+    if cfg.model.instance_norm:
+        out["instance_norm"] = channel
+    if cfg.model.linear_skip:
+        out["linear_skip"] = [channel, int(task.train.x.shape[1])]
+    return out
+
+
+def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dict[str, Any]:
+    """What ``config.json`` needs to rebuild the model without the data (and to evaluate
+    it as the run did: the precision it was trained and tested in)."""
     return {
         "run": cfg.to_dict(),
+        "precision": precision or resolve_precision(cfg.train.precision),
         "backbone": model.backbone.config.to_dict(),
         "head": {
             "kind": task.kind,
             "n_classes": task.n_classes,
             "d_output": task.d_output,
-            "pooling": cfg.model.pooling,
+            "pooling": cfg.model.pooling or "mean",
+            **forecasting_head(cfg, task),
         },
         "task": {
             "name": task.name,
@@ -214,6 +250,11 @@ def model_spec(cfg: RunConfig, task, model) -> dict[str, Any]:
     }
 
 
+def eval_batch_size(cfg: RunConfig) -> int:
+    """The evaluation batch size of a run: ``eval_batch_size``, else twice the batch."""
+    return cfg.train.eval_batch_size or 2 * int(cfg.train.batch_size or 32)
+
+
 def _loaders(task, cfg: RunConfig, rank: int, world: int):
     import torch
     from torch.utils.data import DataLoader
@@ -221,7 +262,7 @@ def _loaders(task, cfg: RunConfig, rank: int, world: int):
     from rnnx.train.sampler import ShardedBatchSampler
 
     t = cfg.train
-    eval_bs = t.eval_batch_size or 2 * t.batch_size
+    eval_bs = eval_batch_size(cfg)
     train_sampler = ShardedBatchSampler(
         len(task.train),
         t.batch_size,
@@ -264,13 +305,24 @@ def train(
     """Train ``cfg`` (or continue the run in ``out_dir`` with ``resume=True``) and test it.
 
     ``out_dir`` must not hold a run already, unless ``overwrite`` (module docstring).
+    Settings left at ``None`` are filled by the recipe from the task's data
+    (:func:`rnnx.train.recipe.apply`); ``config.json`` and ``results.json`` hold the
+    complete config. The budget is ``max_steps`` optimizer steps and
+    ``budget_minutes`` on a clock (:class:`~rnnx.train.callbacks.Budget`); with
+    ``select="best"`` the weights with the best validation metric are the ones tested
+    and saved (:class:`~rnnx.train.callbacks.ModelSelection`). The test metric is
+    always computed on the whole test split, in the run's precision, by
+    :func:`evaluate_split` (the function ``rnnx eval`` uses).
+
     Returns the results dict (also written to ``results.json``).
     """
     import lightning as L
     import torch
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    from rnnx.train.callbacks import RunState
+    from rnnx.data import get_task
+    from rnnx.train import recipe
+    from rnnx.train.callbacks import Budget, ModelSelection, RunState
     from rnnx.train.checkpoint import SafetensorsCheckpointIO, atomic_write_text, save_weights
     from rnnx.train.config import validate
     from rnnx.train.interrupt import GracefulInterrupt
@@ -279,26 +331,46 @@ def train(
 
     validate(cfg)  # every setting checked before any data are read
     _quiet_lightning()
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     rank, world = _world()
     say = print if (verbose and rank == 0) else (lambda *a, **k: None)
-    placement = trainer_placement(resolve_accelerator(t.accelerator), t.devices)
+    placement = trainer_placement(resolve_accelerator(cfg.train.accelerator), cfg.train.devices)
     accelerator = placement["accelerator"]
     check_run_dir(out_dir, resume=resume, overwrite=overwrite, rank=rank)
 
-    task, model = build_task_and_model(cfg)
-    module = TaskModule(model, task.kind, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup)
-    sampler, train_dl, val_dl, test_dl = _loaders(task, cfg, rank, world)
+    task = get_task(cfg.task.name, seed=cfg.train.seed, **cfg.task.kwargs)
+    cfg, derived = recipe.apply(cfg, task)
+    t = cfg.train
+    metric, higher = MAIN_METRIC[task.kind]
+    if t.select == "best" and task.info.get("val_is_test"):
+        raise ValueError(
+            f"select: {task.name} has no validation split of its own (its validation curve "
+            "is drawn on the test split), so selecting the best validation checkpoint "
+            "would select on the test split; use --select last, or keep a validation split"
+        )
+    model = build_model_for(cfg, task)
+    sampler, train_dl, val_dl, _ = _loaders(task, cfg, rank, world)
+    limit = t.limit_batches if t.limit_batches <= 1 else int(t.limit_batches)
+    n = len(train_dl)
+    per_epoch = max(1, int(n * limit)) if isinstance(limit, float) else min(n, limit)
+    steps = recipe.total_steps(t, per_epoch)
+    val_every = t.val_every or recipe.val_interval(steps, t.batch_size, len(task.val))
+    budget = Budget(steps, t.budget_minutes or 0.0, t.budget_clock)
+    selection = ModelSelection(metric, higher, t.patience or 0)
+    module = TaskModule(
+        model, task.kind, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, budget=budget
+    )
 
     out = Path(out_dir) if out_dir is not None else default_run_dir(task.name, cfg, world)
     ckpt = out / "checkpoints" / "last.safetensors"
-    spec = model_spec(cfg, task, model)
+    precision = resolve_precision(t.precision, accelerator)
+    spec = model_spec(cfg, task, model, precision)
 
     logs = out / "logs"
     attempt = len(list(logs.glob("version_*"))) if resume and logs.exists() else 0
-    precision = resolve_precision(t.precision, accelerator)
+    clock = " of CPU time" if t.budget_clock == "cpu" else ""
+    minutes = f", at most {t.budget_minutes:g} min{clock}" if t.budget_minutes else ""
     n_params = sum(p.numel() for p in model.parameters())
     mixer = model.backbone.blocks[0].mixer
     # what runs once Lightning has moved the model (mode "auto" resolves per device)
@@ -312,17 +384,24 @@ def train(
     inferred = task.info.get("inferred")
     if inferred:
         say("inferred from the data: " + describe_inferred(inferred))
+    say(
+        f"recipe: d_model {cfg.model.d_model}, {cfg.model.n_layers} blocks"
+        f"{', bidirectional' if cfg.model.bidirectional else ''}, dropout {cfg.model.dropout:g}; "
+        f"{steps} steps of batch {t.batch_size}{minutes}, lr {t.lr:g}, weight decay "
+        f"{t.weight_decay:g}; validate every {val_every} steps, select {t.select}"
+        + (f", patience {t.patience}" if t.patience else "")
+        + (f"; normalisation: {task.info['normalisation']}" if "normalisation" in task.info else "")
+    )
 
     stop = GracefulInterrupt(ckpt, out, enabled=world == 1)
-    limit = t.limit_batches if t.limit_batches <= 1 else int(t.limit_batches)
     strategy: Any = "auto"
     if placement["process_group_backend"]:
         from lightning.pytorch.strategies import DDPStrategy
 
         strategy = DDPStrategy(process_group_backend=placement["process_group_backend"])
     trainer = L.Trainer(
-        max_epochs=t.epochs,
-        max_steps=t.max_steps,
+        max_epochs=-1,
+        max_steps=steps,
         accelerator=accelerator,
         devices=placement["devices"],
         num_nodes=placement["num_nodes"],
@@ -333,7 +412,13 @@ def train(
             CSVLogger(str(out), name="logs", version=attempt),
             TensorBoardLogger(str(logs), name="tb", version=attempt),
         ],
-        callbacks=[run_state := RunState(sampler, ckpt, t.checkpoint_every), *callbacks, stop],
+        callbacks=[
+            budget,
+            selection,
+            run_state := RunState(sampler, ckpt, t.checkpoint_every),
+            *callbacks,
+            stop,
+        ],
         plugins=[SafetensorsCheckpointIO()],
         enable_checkpointing=False,
         enable_model_summary=False,
@@ -341,41 +426,94 @@ def train(
         use_distributed_sampler=False,
         limit_train_batches=limit,
         limit_val_batches=limit,
-        limit_test_batches=limit,
-        val_check_interval=t.val_every or None,
+        num_sanity_val_steps=0,
+        val_check_interval=val_every,
+        check_val_every_n_epoch=None,
         log_every_n_steps=t.log_every,
         default_root_dir=str(out),
     )
     with guarded_run(out, spec, stop, resume=resume, overwrite=overwrite, rank=rank):
         trainer.fit(module, train_dl, val_dl, ckpt_path=str(ckpt) if resume else None)
         train_s = run_state.train_seconds
-        trainer.test(module, test_dl, verbose=False)
-    metrics = module.test_metrics
-    metric, higher = MAIN_METRIC[task.kind]
+        if budget.stopped_by == "budget_minutes":
+            say(
+                f"rnnx train: the {t.budget_minutes:g}-minute budget{clock} is spent: stopped "
+                f"cleanly after {trainer.global_step} of {steps} steps"
+            )
+        elif selection.early_stopped:
+            say(
+                f"rnnx train: no better validation {metric} in {t.patience} validations: "
+                f"stopped early after {trainer.global_step} of {steps} steps"
+            )
+        selected = int(trainer.global_step)
+        if t.select == "best":
+            if not selection.restore(model):
+                raise RuntimeError(
+                    "select: no validation ran, so there is no best checkpoint to select; "
+                    "validate more often (--val-every) or use --select last"
+                )
+            selected = selection.best_step
+        # the whole test split, on rank 0, as `rnnx eval` computes it
+        metrics = (
+            evaluate_split(
+                model, task.kind, task.test, batch_size=eval_batch_size(cfg), precision=precision
+            )
+            if rank == 0
+            else {}
+        )
 
-    result = {
-        "task": task.name,
-        "model": cfg.model.layer,
-        "kind": task.kind,
-        "metric": metric,
-        "higher_is_better": higher,
-        "test": metrics,
-        f"test_{metric}": metrics.get(metric),
-        "parameters": n_params,
-        "train_seconds": round(train_s, 1),
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "precision": precision,
-        "accelerator": accelerator,
-        "processes": world,
-        "resumed": resume,
-        "attempts": attempt + 1,
-        "config": cfg.to_dict(),
-        **({"inferred": inferred} if inferred else {}),
-        "task_info": {k: v for k, v in task.info.items() if k != "vocab"},
-        "run_dir": str(out),
-    }
+    result: dict[str, Any] = {}
     if rank == 0:
+        result = {
+            "task": task.name,
+            "model": cfg.model.layer,
+            "kind": task.kind,
+            "metric": metric,
+            "higher_is_better": higher,
+            "test": metrics,
+            f"test_{metric}": metrics.get(metric),
+            "test_items": len(task.test),
+            "parameters": n_params,
+            "train_seconds": round(train_s, 1),
+            "steps": int(trainer.global_step),
+            "epochs": int(trainer.current_epoch),
+            "selected_step": selected,
+            "selection": {
+                "select": t.select,
+                "selected_step": selected,
+                "val": selection.best if t.select == "best" else selection.history[-1:],
+                "val_peak": selection.peak,
+                "tolerance": round(selection.tolerance, 6),
+                "validations": len(selection.history),
+                "val_every": val_every,
+                "patience": t.patience,
+                "early_stopped": selection.early_stopped,
+                "history": selection.history,
+            },
+            "budget": {
+                "max_steps": steps,
+                "minutes": t.budget_minutes,
+                "clock": t.budget_clock,
+                "steps_done": int(trainer.global_step),
+                "seconds_used": round(budget.elapsed(), 1),
+                "wall_seconds": round(budget.used()["wall"], 1),
+                "cpu_seconds": round(budget.used()["cpu"], 1),
+                "stopped_by": (
+                    "patience" if selection.early_stopped else (budget.stopped_by or "steps")
+                ),
+            },
+            "precision": precision,
+            "normalisation": task.info.get("normalisation"),
+            "recipe": derived,
+            "accelerator": accelerator,
+            "processes": world,
+            "resumed": resume,
+            "attempts": attempt + 1,
+            "config": cfg.to_dict(),
+            **({"inferred": inferred} if inferred else {}),
+            "task_info": {k: v for k, v in task.info.items() if k != "vocab"},
+            "run_dir": str(out),
+        }
         save_weights(model, out / "model.safetensors", metadata=spec)
         atomic_write_text(out / "results.json", json.dumps(result, indent=2, default=str) + "\n")
         png = plot_curves(
@@ -383,14 +521,64 @@ def train(
         )
         result["curves"] = str(png) if png else None
         write_status(out, "finished", steps=result["steps"])
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    value = metrics.get(metric, float("nan"))
-    say(f"\ntest {metric}: {value:.4f}  ({shown}; {train_s:.0f} s of training)")
-    ref = task.info.get("reference")
-    if ref:
-        say("reference: " + ", ".join(f"{k} {v}" for k, v in ref.items()))
-    say(f"results: {out / 'results.json'}")
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        value = metrics.get(metric, float("nan"))
+        noise = " (within its noise)" if selection.tolerance else ""
+        which = f"the best validation {metric}{noise}, step {selected}"
+        which = which if t.select == "best" else "last"
+        say(
+            f"\ntest {metric}: {value:.4f}  ({shown}; weights: {which}; "
+            f"{len(task.test)} test items; {train_s:.0f} s of training)"
+        )
+        ref = task.info.get("reference")
+        if ref:
+            say("reference: " + ", ".join(f"{k} {v}" for k, v in ref.items()))
+        say(f"results: {out / 'results.json'}")
     return result
+
+
+def evaluate_split(
+    model, kind: str, dataset, *, batch_size: int, precision: str = "32"
+) -> dict[str, float]:
+    """Metrics of ``model`` on a whole split, batch by batch in order, in ``precision``.
+
+    The one function behind the test metric of a run and ``rnnx eval``: the same
+    batches, the same autocast (``bf16-mixed`` / ``16-mixed``: autocast to bfloat16 /
+    float16 on the model's device, as Lightning trains), the same float64 sums, so
+    ``rnnx eval`` reproduces a run's test metric exactly.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from rnnx.train.module import TaskModule
+
+    dtypes = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+    if precision not in ("32", "64", *dtypes):
+        raise ValueError(f"precision: expected 32, bf16-mixed, 16-mixed or 64, got {precision!r}")
+    if precision == "64":
+        model = model.double()
+    device = next(model.parameters()).device
+    module = TaskModule(model, kind, lr=0.0, weight_decay=0.0)
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    autocast = (
+        torch.autocast(device.type, dtype=dtypes[precision])
+        if precision in dtypes
+        else contextlib.nullcontext()
+    )
+    try:
+        with torch.inference_mode(), autocast:
+            for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+                if precision == "64":
+                    batch = [b.double() if b.is_floating_point() else b for b in batch]
+                batch = [b.to(device) for b in batch]
+                _, s = module.loss_and_sums(batch)
+                for k, v in s.items():
+                    sums[k] = sums.get(k, 0.0) + v.to(torch.float64)
+    finally:
+        model.train(was_training)
+    return TaskModule.metrics_from_sums(kind, {k: float(v) for k, v in sums.items()})
 
 
 def describe_inferred(inferred: dict[str, Any]) -> str:
@@ -684,6 +872,8 @@ def load_model(path: str | Path):
             n_classes=head["n_classes"],
             d_output=head["d_output"],
             pooling=head["pooling"],
+            instance_norm=head.get("instance_norm"),
+            linear_skip=head.get("linear_skip"),
         )
     except (TypeError, KeyError) as exc:
         raise CheckpointError(
@@ -755,20 +945,19 @@ def evaluate(
     task_name: str | None = None,
     *,
     split: str = "test",
-    batch_size: int = 128,
+    batch_size: int | None = None,
     task_kwargs: dict | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a trained model on a task split (default: the task it was trained on).
 
+    By default in the precision the run was trained and tested in and with its
+    evaluation batch size, so the test metric equals the run's ``results.json``.
     A language model's saved vocabulary is handed to a task that takes one (``text:``),
     so another file is encoded as the model was trained.
     """
-    import torch
-    from torch.utils.data import DataLoader
-
     from rnnx.data import get_task, task_entry
     from rnnx.train.config import ConfigError, validate
-    from rnnx.train.module import TaskModule
 
     model, spec = load_model(path)
     run = RunConfig.from_dict(spec["run"])
@@ -785,12 +974,16 @@ def evaluate(
     task = get_task(name, seed=run.train.seed, **kwargs)
     check_task_fits(spec, task)
     kind = spec["head"]["kind"]
-    module = TaskModule(model, kind, lr=0.0, weight_decay=0.0)
-    sums: dict[str, float] = {}
-    with torch.no_grad():
-        for batch in DataLoader(getattr(task, split), batch_size=batch_size):
-            _, s = module.loss_and_sums(batch)
-            for k, v in s.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-    metrics = TaskModule.metrics_from_sums(kind, sums)
-    return {"task": task.name, "split": split, "metrics": metrics, "checkpoint": str(path)}
+    precision = precision or spec.get("precision") or "32"
+    batch_size = batch_size or eval_batch_size(run)
+    metrics = evaluate_split(
+        model, kind, getattr(task, split), batch_size=batch_size, precision=precision
+    )
+    return {
+        "task": task.name,
+        "split": split,
+        "metrics": metrics,
+        "precision": precision,
+        "batch_size": batch_size,
+        "checkpoint": str(path),
+    }

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import require_choice, require_positive_int
-from rnnx.layers.base import RecurrentLayer
+from rnnx.layers.base import RecurrentLayer, State
 from rnnx.ops.rnn import BACKENDS, native_rnn_available, rnn_sequence
 from rnnx.ops.rnn_cudnn import CUDNN_CELLS, rnn_cudnn
 
@@ -423,7 +423,15 @@ class ClassicRNN(RecurrentLayer):
             and not torch.is_autocast_enabled(x.device.type)
         )
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         cd = self.state_dtype()
         if self._can_decode_with_torch_cells(x, lengths, cd):
             states = (state,) if isinstance(state, Tensor) else tuple(state)

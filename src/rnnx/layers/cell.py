@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from rnnx._checks import length_mask, require_positive_int
-from rnnx.layers.base import RecurrentLayer
+from rnnx.layers.base import RecurrentLayer, State
 from rnnx.ops.newton import (
     Init,
     NewtonInfo,
@@ -144,7 +144,15 @@ class CellLayer(RecurrentLayer):
             f"structure={self.structure}, mode={self.mode!r}"
         )
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         dtype = self.state_dtype()
         xs = x.to(dtype)
         h0 = state.to(dtype)

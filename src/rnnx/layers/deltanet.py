@@ -39,7 +39,7 @@ from rnnx.layers._chunked import (
     scaled_dim,
     where_valid,
 )
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.ops.delta import delta_rule, gated_delta_rule
 from rnnx.ops.short_conv import causal_conv1d
 
@@ -171,7 +171,15 @@ class DeltaNet(_DeltaBase):
     def tiny_config(cls) -> dict[str, Any]:
         return {"num_heads": 2, "chunk_size": 4, "allow_neg_eigval": True}
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         B, L, _ = x.shape
         u = x.to(self.state_dtype())
         q, k, v, beta, _, conv_state = self._qkv_beta(u, state, lengths)
@@ -241,7 +249,15 @@ class GatedDeltaNet(_DeltaBase):
     def tiny_config(cls) -> dict[str, Any]:
         return {"num_heads": 2, "chunk_size": 4, "allow_neg_eigval": True}
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         B, L, _ = x.shape
         H, dv = self.num_heads, self.head_v
         u = x.to(self.state_dtype())

@@ -34,7 +34,7 @@ from rnnx.layers._chunked import (
     scaled_dim,
     where_valid,
 )
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.ops.chunk import gla, linear_attention, simple_gla
 
 __all__ = ["GLA", "LinearAttention", "RetNet"]
@@ -124,7 +124,15 @@ class LinearAttention(_LinearAttentionBase):
     def tiny_config(cls) -> dict[str, Any]:
         return {"num_heads": 2, "chunk_size": 4}
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         B, L, _ = x.shape
         H, dk = self.num_heads, self.head_k
         u = x.to(self.state_dtype())
@@ -216,7 +224,15 @@ class RetNet(_LinearAttentionBase):
         half = self.head_k // 2
         return 10000.0 ** (-torch.arange(half, dtype=torch.float64) / max(half, 1))
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         B, L, _ = x.shape
         H, dk, dv = self.num_heads, self.head_k, self.head_v
         u = x.to(self.state_dtype())
@@ -325,7 +341,15 @@ class GLA(_LinearAttentionBase):
     def tiny_config(cls) -> dict[str, Any]:
         return {"num_heads": 2, "expand_k": 1.0, "gate_low_rank_dim": 4, "chunk_size": 4}
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         B, L, _ = x.shape
         H, dk, dv = self.num_heads, self.head_k, self.head_v
         u = x.to(self.state_dtype())

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from rnnx._checks import require_positive_int
 from rnnx.layers import _ssm
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import RecurrentLayer, State, register
 
 __all__ = ["LRU"]
 
@@ -122,7 +122,15 @@ class LRU(RecurrentLayer):
         """a = log λ = -exp(ν) + i exp(θ), ``(P,)``."""
         return torch.complex(-torch.exp(self.nu_log), torch.exp(self.theta_log))
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         u = x.to(self.state_dtype())
         a = self.log_lambda()
         gamma = torch.exp(self.gamma_log)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_positive_int
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.ops.selective_scan import selective_scan
 from rnnx.ops.selective_scan_chunk import selective_scan_chunk
 from rnnx.ops.short_conv import causal_conv1d
@@ -166,7 +166,15 @@ class Mamba(RecurrentLayer):
             torch.zeros(batch_size, self.d_inner, self.d_state, device=device, dtype=dtype),
         )
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         conv_state, ssm_state = state
         u = x.to(self.state_dtype())
         xs, z = self.in_proj(u).chunk(2, dim=-1)

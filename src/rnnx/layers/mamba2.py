@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_positive_int
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.layers.mamba import depthwise_conv_parameters, inverse_softplus_dt
 from rnnx.ops.short_conv import causal_conv1d
 from rnnx.ops.ssd import ssd
@@ -161,7 +161,15 @@ class Mamba2(RecurrentLayer):
         g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.norm_eps)
         return g.flatten(-2) * self.norm_weight
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         conv_state, ssm_state = state
         u = x.to(self.state_dtype())
         Bsz, L, _ = u.shape

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_choice, require_positive_int
 from rnnx.layers._chunked import HeadLayerNorm, pick_heads, scaled_dim, where_valid
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.ops.mlstm import FORGET_GATES, mlstm
 from rnnx.ops.short_conv import causal_conv1d
 
@@ -122,7 +122,15 @@ class mLSTM(RecurrentLayer):
             "m": torch.zeros(B, H, device=device, dtype=dtype),
         }
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         B, L, _ = x.shape
         H, dh = self.num_heads, self.head_dim
         u = x.to(self.state_dtype())

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import require_positive_int
-from rnnx.layers.base import register
+from rnnx.layers.base import State, register
 from rnnx.layers.cell import CellLayer
 from rnnx.ops import pararnn as pararnn_ops
 from rnnx.ops.pararnn import fused_available
@@ -130,7 +130,15 @@ class _ParaCell(CellLayer):
 
         return cell, value_and_jacobian
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         if mode != "fused":
             return super()._forward(x, state, mode=mode, lengths=lengths, dt=dt)
         dtype = self.state_dtype()

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from rnnx._checks import require_positive_int
 from rnnx.layers import _ssm
-from rnnx.layers.base import RecurrentLayer, register
+from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.ssm.discretize import Discretization, as_discretization, discretize_diagonal
 from rnnx.ssm.hippo import Measure, nplr
 
@@ -149,7 +149,15 @@ class S5(RecurrentLayer):
         Lambda = torch.complex(-torch.exp(self.log_A_real), self.A_imag)
         return Lambda, _ssm.as_complex(self.B), _ssm.as_complex(self.C)
 
-    def _forward(self, x, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         u = x.to(self.state_dtype())
         Lambda, B, C = self.ssm()
         step = _ssm.steps(self.log_dt, dt)  # (P_s,) or (B, 1|L, P_s)

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from rnnx.layers._classic import ClassicRNN
-from rnnx.layers.base import register
+from rnnx.layers.base import State, register
 from rnnx.ops.newton import NewtonInfo
 from rnnx.ops.slstm_newton import slstm_newton
 
@@ -110,7 +110,15 @@ class sLSTM(ClassicRNN):  # the paper's name
         self.newton_info.append(info)
         return y, final
 
-    def _forward(self, x: Tensor, state, *, mode, lengths, dt):
+    def _forward(
+        self,
+        x: Tensor,
+        state: State,
+        *,
+        mode: str,
+        lengths: Tensor | None,
+        dt: Tensor | None,
+    ) -> tuple[Tensor, State]:
         if mode == "newton":
             self.newton_info = []
         return super()._forward(x, state, mode=mode, lengths=lengths, dt=dt)

@@ -27,7 +27,8 @@ index order, but batch first like every rnnx state: torch's ``h_n`` is
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ __all__ = ["ClassicRNN"]
 
 # torch's fused single-step cells (what nn.LSTMCell/GRUCell/RNNCell call), used for
 # one-token decode steps; gates and gate order are those of rnnx's kernels.
-_TORCH_CELLS = {
+_TORCH_CELLS: dict[str, Callable[..., Any]] = {
     "lstm": torch._VF.lstm_cell,
     "gru": torch._VF.gru_cell,
     "elman_tanh": torch._VF.rnn_tanh_cell,
@@ -134,7 +135,7 @@ class ClassicRNN(RecurrentLayer):
                 self.register_parameter(
                     f"weight_hh_l{k}{sfx}", nn.Parameter(torch.empty(G * H, H // self.num_heads))
                 )
-                names = (f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}")
+                names: tuple[str, ...] = (f"bias_ih_l{k}{sfx}", f"bias_hh_l{k}{sfx}")
                 if not self.two_biases:
                     names = (f"bias_l{k}{sfx}",)
                 for name in names:
@@ -237,12 +238,10 @@ class ClassicRNN(RecurrentLayer):
         """Zeros, one tensor per state of the cell (``state_names``), each
         ``(batch_size, num_layers * num_directions, hidden_size)``; a single tensor
         for the cells whose only state is h (Elman, GRU)."""
-        kw = {
-            "device": device if device is not None else self._device(),
-            "dtype": dtype if dtype is not None else self.state_dtype(),
-        }
+        device = device if device is not None else self._device()
+        dtype = dtype if dtype is not None else self.state_dtype()
         shape = (batch_size, self.num_layers * self.num_directions, self.hidden_size)
-        states = tuple(torch.zeros(shape, **kw) for _ in self.state_names)
+        states = tuple(torch.zeros(shape, device=device, dtype=dtype) for _ in self.state_names)
         return states[0] if len(states) == 1 else states
 
     def state_to_torch(self, state: Tensor | tuple[Tensor, ...]) -> Tensor | tuple[Tensor, ...]:
@@ -268,7 +267,7 @@ class ClassicRNN(RecurrentLayer):
         return {}
 
     @classmethod
-    def from_torch(cls, module: nn.Module, **kwargs: Any) -> ClassicRNN:
+    def from_torch(cls, module: nn.RNNBase, **kwargs: Any) -> ClassicRNN:
         """A layer with the configuration and (copied) weights of a torch.nn module.
 
         ``batch_first`` follows the module unless given; the weights do not depend on
@@ -500,7 +499,8 @@ class ClassicRNN(RecurrentLayer):
             lengths=lengths,
             reverse=reverse,
             num_heads=self.num_heads,
-            backend=self.backend,
+            # the setter validated it; 'cudnn' runs in _forward_cudnn, never here
+            backend=cast(Literal["auto", "native", "reference"], self.backend),
         )
 
     def _forward_cudnn(

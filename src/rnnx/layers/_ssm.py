@@ -34,7 +34,8 @@ def mark_ssm_parameters(params: list[nn.Parameter], lr: float) -> None:
     """The S4 convention: the SSM's A, B and step train with a small learning rate and
     no weight decay (read by :func:`rnnx.train.module.parameter_groups`)."""
     for p in params:
-        p._optim = {"lr": lr, "weight_decay": 0.0}
+        # a plain attribute on the tensor, read by parameter_groups; torch types none
+        p._optim = {"lr": lr, "weight_decay": 0.0}  # type: ignore[attr-defined]
 
 
 def steps(log_dt: Tensor, dt: Tensor | None) -> Tensor:

@@ -247,8 +247,8 @@ class RecurrentLayer(nn.Module):
         # The first parameter or buffer (generators: no list of all of them per call).
         for t in self.parameters():
             return t.device
-        for t in self.buffers():
-            return t.device
+        for b in self.buffers():
+            return b.device
         return torch.device("cpu")
 
     @classmethod

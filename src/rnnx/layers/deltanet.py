@@ -242,7 +242,8 @@ class GatedDeltaNet(_DeltaBase):
         ).clamp(min=1e-4)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus⁻¹(dt)
         for p in (self.A_log, self.dt_bias):
-            p._optim = {"weight_decay": 0.0}
+            # a plain attribute on the tensor, read by parameter_groups; torch types none
+            p._optim = {"weight_decay": 0.0}  # type: ignore[attr-defined]
         self.g_proj = nn.Linear(d_model, H * self.head_v, bias=False)
 
     @classmethod

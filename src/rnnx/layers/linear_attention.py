@@ -20,7 +20,7 @@ state unchanged.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,7 @@ __all__ = ["GLA", "LinearAttention", "RetNet"]
 _MODES = ("chunk", "recurrent")
 
 
-def _backend(mode: str) -> str:
+def _backend(mode: str) -> Literal["auto", "reference"]:
     return "reference" if mode == "recurrent" else "auto"
 
 
@@ -190,6 +190,8 @@ class RetNet(_LinearAttentionBase):
 
     paper: ClassVar[str] = "arXiv 2307.08621"
 
+    log_decay: Tensor  # a buffer (fixed decays)
+
     def __init__(
         self,
         d_model: int,
@@ -260,6 +262,7 @@ class RetNet(_LinearAttentionBase):
             if lengths is not None:
                 n = lengths.to(torch.float64)
             back = (-n[:, None] * theta).view(B, 1, 1, -1)
+            assert s is not None  # output_final_state=True
             new_state = _rotate(s.transpose(-1, -2), back).transpose(-1, -2)
         y = self.norm(o) * F.silu(self.g_proj(u)).view(B, L, H, dv)
         return self.o_proj(y.reshape(B, L, H * dv)).to(x.dtype), new_state
@@ -327,15 +330,14 @@ class GLA(_LinearAttentionBase):
         self.q_proj = nn.Linear(d_model, dk_total, bias=False)
         self.k_proj = nn.Linear(d_model, dk_total, bias=False)
         self.v_proj = nn.Linear(d_model, dv_total, bias=False)
-        self.gk_proj = nn.Sequential(
-            nn.Linear(d_model, gate_low_rank_dim, bias=False),
-            nn.Linear(gate_low_rank_dim, dk_total, bias=True),
-        )
+        gk_down = nn.Linear(d_model, gate_low_rank_dim, bias=False)
+        gk_up = nn.Linear(gate_low_rank_dim, dk_total, bias=True)
+        self.gk_proj = nn.Sequential(gk_down, gk_up)
         self.g_proj = nn.Linear(d_model, dv_total, bias=False)
         self.o_proj = nn.Linear(dv_total, d_model, bias=False)
         self.norm = HeadRMSNorm(self.head_v)
-        nn.init.xavier_uniform_(self.gk_proj[0].weight, gain=2**-2.5)
-        nn.init.xavier_uniform_(self.gk_proj[1].weight, gain=2**-2.5)
+        nn.init.xavier_uniform_(gk_down.weight, gain=2**-2.5)
+        nn.init.xavier_uniform_(gk_up.weight, gain=2**-2.5)
 
     @classmethod
     def tiny_config(cls) -> dict[str, Any]:

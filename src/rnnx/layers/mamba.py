@@ -142,7 +142,8 @@ class Mamba(RecurrentLayer):
         )
         self.D = nn.Parameter(torch.ones(E))
         for p in (self.A_log, self.D):
-            p._optim = {"weight_decay": 0.0}
+            # a plain attribute on the tensor, read by parameter_groups; torch types none
+            p._optim = {"weight_decay": 0.0}  # type: ignore[attr-defined]
         self.out_proj = nn.Linear(E, d_model, bias=bias)
 
     @classmethod
@@ -188,7 +189,7 @@ class Mamba(RecurrentLayer):
         if lengths is not None:  # Δ = softplus(-inf) = 0 on the padding: identity, no input
             mask = length_mask(lengths, x.shape[1]).unsqueeze(-1)
             delta = torch.where(mask, delta, torch.full((), -torch.inf, dtype=delta.dtype))
-        kwargs = {} if mode == "chunk" else {"backend": _BACKEND[mode]}
+        kwargs: dict[str, Any] = {} if mode == "chunk" else {"backend": _BACKEND[mode]}
         scan_op = selective_scan_chunk if mode == "chunk" else selective_scan
         y, ssm_state = scan_op(
             xs,

@@ -24,7 +24,7 @@ and ``ssm_state`` ``(batch, heads, head_dim, d_state)``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,10 @@ from rnnx.ops.ssd import ssd
 
 __all__ = ["Mamba2"]
 
-_BACKEND = {"chunked": "chunked", "recurrent": "reference"}
+_BACKEND: dict[str, Literal["chunked", "reference"]] = {
+    "chunked": "chunked",
+    "recurrent": "reference",
+}
 
 
 def _default_headdim(d_inner: int) -> int:
@@ -127,7 +130,8 @@ class Mamba2(RecurrentLayer):
         self.A_log = nn.Parameter(torch.log(torch.empty(H).uniform_(lo, hi)))
         self.D = nn.Parameter(torch.ones(H))
         for p in (self.dt_bias, self.A_log, self.D):
-            p._optim = {"weight_decay": 0.0}
+            # a plain attribute on the tensor, read by parameter_groups; torch types none
+            p._optim = {"weight_decay": 0.0}  # type: ignore[attr-defined]
         self.norm_weight = nn.Parameter(torch.ones(E))
         self.out_proj = nn.Linear(E, d_model, bias=bias)
 

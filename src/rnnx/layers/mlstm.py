@@ -146,12 +146,14 @@ class mLSTM(RecurrentLayer):
         valid = length_mask(lengths, L)
         i_pre = where_valid(valid, i_pre, -math.inf)
         logf = where_valid(valid, logf, 0.0)
-        h, (C, n, m) = mlstm(
+        h, final = mlstm(
             q.view(B, L, H, dh), k.view(B, L, H, dh), v.view(B, L, H, dh), i_pre, logf,
             initial_state=(state["C"], state["n"], state["m"]), output_final_state=True,
             chunk_size=self.chunk_size, backend="reference" if mode == "recurrent" else "auto",
             forget_gate="exp", eps=self.eps,  # "exp": the gate is passed as log f already
         )  # fmt: skip
+        assert final is not None  # output_final_state=True
+        C, n, m = final
         h = self.outnorm(h).reshape(B, L, self.inner) + self.learnable_skip * x_c
         y = self.down_proj(h * F.silu(z))
         return y.to(x.dtype), {"conv": conv_state, "C": C, "n": n, "m": m}

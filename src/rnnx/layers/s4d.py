@@ -107,7 +107,7 @@ class S4D(_ssm.ConvolutionalSSM):
             f"bidirectional={self.bidirectional}, mode={self.mode!r}"
         )
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before S4D used the shared output block name its
         # projection ``out_proj``
         for name in ("weight", "bias"):

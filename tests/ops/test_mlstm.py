@@ -149,5 +149,10 @@ def test_bad_input():
     bad = (torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4), torch.zeros(2, 4))
     with pytest.raises(ValueError, match=r"initial_state\[2\] \(m\): expected shape \(2, 3\)"):
         mlstm_ops.mlstm(q, q, q, gates, gates, initial_state=bad)
+    missing = (torch.zeros(2, 3, 4, 4), None, torch.zeros(2, 3))
+    with pytest.raises(
+        TypeError, match=r"initial_state\[1\] \(n\): expected a torch.Tensor, got NoneType"
+    ):
+        mlstm_ops.mlstm(q, q, q, gates, gates, initial_state=missing)
     with pytest.raises(ValueError, match=r"i: expected shape \(2, 5, 3\)"):
         mlstm_ops.mlstm(q, q, q, gates[..., :2], gates)

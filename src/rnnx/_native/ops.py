@@ -45,7 +45,7 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -218,10 +218,13 @@ def _register(op: NativeOp) -> None:
                 return overload(*args)
 
     else:
-        fn = type(
-            f"{op.name}_autograd",
-            (torch.autograd.Function,),
-            {"forward": staticmethod(op.autograd[0]), "backward": staticmethod(op.autograd[1])},
+        fn = cast(
+            type[torch.autograd.Function],
+            type(
+                f"{op.name}_autograd",
+                (torch.autograd.Function,),
+                {"forward": staticmethod(op.autograd[0]), "backward": staticmethod(op.autograd[1])},
+            ),
         )
         _FORMULAS[op.name] = fn
 

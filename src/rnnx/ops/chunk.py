@@ -156,11 +156,11 @@ def check_options(
     Returns the chunk size and, with ``cu_seqlens``, its values as a Python list (the
     boundaries decide shapes, so they are read once here).
     """
-    require_positive_int("chunk_size", chunk_size)
+    chunk = require_positive_int("chunk_size", chunk_size)
     if backend not in backends:
         raise ValueError(f"backend: expected one of {tuple(backends)}, got {backend!r}")
     if cu_seqlens is None:
-        return int(chunk_size), None  # type: ignore[arg-type]
+        return chunk, None
     cu = require_tensor("cu_seqlens", cu_seqlens)
     if cu.dtype not in (torch.int64, torch.int32):
         raise TypeError(f"cu_seqlens: expected an int64 tensor, got dtype {cu.dtype}")
@@ -176,7 +176,7 @@ def check_options(
         raise ValueError(
             f"cu_seqlens: expected non-decreasing values from 0 to the length {T}, got {bounds}"
         )
-    return int(chunk_size), bounds  # type: ignore[arg-type]
+    return chunk, bounds
 
 
 def default_scale(scale: float | None, K: int) -> float:
@@ -257,7 +257,7 @@ class _ChunkStateScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, gamma: Tensor, U: Tensor, S0: Tensor):  # type: ignore[override]
+    def forward(ctx, gamma: Tensor, U: Tensor, S0: Tensor):
         N = U.shape[1]
         S_in = torch.empty_like(U)
         S = S0
@@ -268,7 +268,7 @@ class _ChunkStateScan(torch.autograd.Function):
         return S_in, S
 
     @staticmethod
-    def backward(ctx, dS_in: Tensor | None, dS_last: Tensor | None):  # type: ignore[override]
+    def backward(ctx, dS_in: Tensor | None, dS_last: Tensor | None):
         gamma, S_in = ctx.saved_tensors
         N = S_in.shape[1]
         lam = torch.zeros_like(S_in[:, 0]) if dS_last is None else dS_last.contiguous()

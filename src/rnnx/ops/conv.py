@@ -155,13 +155,14 @@ class _FFTConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, k, k_rev, n: int, out_pos: int):  # type: ignore[override]
+    def forward(ctx, x, k, k_rev, n: int, out_pos: int):
         L = x.shape[-1]
         batch = _broadcast(*(tuple(t.shape[:-1]) for t in (x, k, k_rev) if t is not None))
         kf = None if k is None else torch.fft.rfft(k, n=n)
         if k_rev is not None:  # the anticausal term: correlation with k_rev
             kbf = torch.fft.rfft(k_rev, n=n).conj()
             kf = kbf.resolve_conj() if kf is None else kf + kbf
+        assert kf is not None and batch is not None  # fft_conv checked k, k_rev and shapes
         F = kf.shape[-1]
         step = max(1, CONV_SLICE_ELEMENTS // max(1, math.prod(batch[1:]) * F))
         out = torch.empty((*batch[:out_pos], L, *batch[out_pos:]), dtype=x.dtype, device=x.device)
@@ -187,7 +188,7 @@ class _FFTConv(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx, g):
         kf, *xfs = ctx.saved_tensors
         n, step, out_pos, x_shape, k_shape, kr_shape = ctx.meta
         need_x, need_k, need_kr = ctx.needs_input_grad[:3]
@@ -228,8 +229,10 @@ class _FFTConv(torch.autograd.Function):
                     _add_rows(gxf, gf, b0, b1)
                 else:
                     part = gf.sum_to_size(b1 - b0, *x_shape[1:-1], F)
+                    assert gxv is not None  # need_x
                     gxv[b0:b1] = torch.fft.irfft(part, n=n)[..., :L]
         if gxf is not None:
+            assert gxv is not None  # gxf is set only with need_x
             gxv.copy_(torch.fft.irfft(gxf, n=n)[..., :L])
         gk = None if gkf is None else torch.fft.irfft(gkf, n=n)[..., : k_shape[-1]]
         gkr = None if gkrf is None else torch.fft.irfft(gkrf.conj(), n=n)[..., : kr_shape[-1]]
@@ -323,7 +326,7 @@ def fft_conv_reference(
     x = u.movedim(dim, -1)
     ys = []
     for t in range(x.shape[-1]):
-        y_t = 0
+        y_t = x.new_zeros(())
         if k is not None:
             past = x[..., max(0, t - k.shape[-1] + 1) : t + 1]  # u_s for s = t - Lk + 1 … t
             y_t = y_t + (past * k[..., : past.shape[-1]].flip(-1)).sum(-1)
@@ -446,7 +449,7 @@ class _Cauchy(torch.autograd.Function):
     """out_{c,k} = Σ_n v_{c,n} / (z_k - s_k w_n), chunked over k in both passes."""
 
     @staticmethod
-    def forward(ctx, v, w, z, s):  # type: ignore[override]
+    def forward(ctx, v, w, z, s):
         batch = torch.broadcast_shapes(v.shape[:-2], w.shape[:-1], z.shape[:-1], s.shape[:-1])
         K, N = z.shape[-1], w.shape[-1]
         chunk = _chunk_len(max(1, math.prod(batch)) * N, K)
@@ -462,7 +465,7 @@ class _Cauchy(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx, g):
         v, w, z, s = ctx.saved_tensors
         need = ctx.needs_input_grad
         K = z.shape[-1]
@@ -488,7 +491,7 @@ class _Cauchy(torch.autograd.Function):
                     gz[..., a:b] = -Hm.sum(-2)
                 if need[3]:
                     gs[..., a:b] = (Hm * w[..., :, None].conj()).sum(-2)
-        out = [None] * 4
+        out: list[Tensor | None] = [None] * 4
         for i, (gi, t) in enumerate(((gv, v), (gw, w), (gz, z), (gs, s))):
             if need[i]:
                 gi = gi if t.is_complex() else gi.real

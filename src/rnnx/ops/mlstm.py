@@ -36,7 +36,7 @@ Signature as the rest of the family (:mod:`rnnx.ops.chunk`), with gates ``i, f``
 from __future__ import annotations
 
 import itertools
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +49,6 @@ from rnnx.ops.chunk import (
     check_gate,
     check_options,
     check_qkv,
-    check_state,
     chunk_state_scan,
     compute_dtype,
     default_scale,
@@ -229,37 +228,37 @@ def mlstm(
     require_choice("forget_gate", forget_gate, FORGET_GATES)
     C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device, MLSTM_BACKENDS)
     n_seq = B if bounds is None else len(bounds) - 1
-    state = None
+    state: MState | None = None
     if initial_state is not None:
         if not isinstance(initial_state, tuple | list) or len(initial_state) != 3:
             raise TypeError(
                 "initial_state: expected a tuple (C, n, m) of tensors, "
                 f"got {type(initial_state).__name__}"
             )
-        C0 = check_state("initial_state[0] (C)", initial_state[0], (n_seq, H, K, V), q.device)
-        n0 = check_state("initial_state[1] (n)", initial_state[1], (n_seq, H, K), q.device)
-        m0 = check_state("initial_state[2] (m)", initial_state[2], (n_seq, H), q.device)
+        C0 = check_gate("initial_state[0] (C)", initial_state[0], (n_seq, H, K, V), q.device)
+        n0 = check_gate("initial_state[1] (n)", initial_state[1], (n_seq, H, K), q.device)
+        m0 = check_gate("initial_state[2] (m)", initial_state[2], (n_seq, H), q.device)
         state = (C0, n0, m0)
     s = default_scale(scale, K)
     dtype = compute_dtype(q, k, v, i, f, *(state or ()))
     q_, k_, v_, i_ = q.to(dtype), k.to(dtype), v.to(dtype), i.to(dtype)
     f_ = f.to(dtype)
     logf = F.logsigmoid(f_) if forget_gate == "sigmoid" else f_
-    st = None if state is None else tuple(t.to(dtype) for t in state)
+    st = None if state is None else cast(MState, tuple(t.to(dtype) for t in state))
     if backend == "reference":
         if bounds is None:
             h, final = _mlstm_reference(q_, k_, v_, i_, logf, st, s, eps)
         else:
             outs, finals = [], []
             for j, (a, b) in enumerate(itertools.pairwise(bounds)):
-                sj = None if st is None else tuple(t[j : j + 1] for t in st)
+                sj = None if st is None else cast(MState, tuple(t[j : j + 1] for t in st))
                 h_j, s_j = _mlstm_reference(
                     q_[:, a:b], k_[:, a:b], v_[:, a:b], i_[:, a:b], logf[:, a:b], sj, s, eps
                 )
                 outs.append(h_j)
                 finals.append(s_j)
             h = torch.cat(outs, 1)
-            final = tuple(torch.cat(parts, 0) for parts in zip(*finals))
+            final = cast(MState, tuple(torch.cat(parts, 0) for parts in zip(*finals)))
     else:
         native = use_native(backend, dtype, q.device, "mLSTM")
 
@@ -271,7 +270,7 @@ def mlstm(
             h, final = fn(*(t for t, _ in args))
         else:
             h, final = run_packed(fn, bounds, args)
-    return h.to(q.dtype), (tuple(final) if output_final_state else None)
+    return h.to(q.dtype), (cast(MState, tuple(final)) if output_final_state else None)
 
 
 @fp32_under_autocast

@@ -191,7 +191,8 @@ def jacobian(
     def f(h: Tensor) -> Tensor:
         return step_fn(h, x)
 
-    val, pullback = torch.func.vjp(f, h_prev)
+    # torch.func.vjp's annotation is not overloaded on has_aux (2 values here)
+    val, pullback = torch.func.vjp(f, h_prev)  # type: ignore[misc]
     if isinstance(st, Diagonal):
         # For a diagonal J, J^T 1 is its diagonal.
         (jac,) = pullback(torch.ones_like(val))
@@ -319,13 +320,13 @@ class _Adjoint(torch.autograd.Function):
     lambda_t = g_t + J_{t+1}^T lambda_{t+1} (one reverse scan)."""
 
     @staticmethod
-    def forward(ctx, y, a_rev, structure, backend):  # type: ignore[override]
+    def forward(ctx, y, a_rev, structure, backend):
         ctx.save_for_backward(a_rev)
         ctx.structure, ctx.backend = structure, backend
         return y.view_as(y)
 
     @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx, g):
         (a_rev,) = ctx.saved_tensors
         with torch.no_grad():
             lam, _ = scan(
@@ -355,7 +356,8 @@ class _QuasiAdjointSolver:
         lam = [g[:, -1]]
         for t in range(T - 1, 0, -1):
             xt = unflatten([leaf[:, t] for leaf in leaves], spec)
-            _, pb = torch.func.vjp(lambda h, xt=xt: self.step_fn(h, xt), self.prev[:, t])
+            # torch.func.vjp's annotation is not overloaded on has_aux (2 values here)
+            _, pb = torch.func.vjp(lambda h, xt=xt: self.step_fn(h, xt), self.prev[:, t])  # type: ignore[misc]
             lam.append(g[:, t - 1] + pb(lam[-1])[0])
         return torch.stack(lam[::-1], 1)
 
@@ -365,13 +367,13 @@ class _QuasiAdjoint(torch.autograd.Function):
     iterating with the quasi-Newton Jacobian J~ as preconditioner (module docstring)."""
 
     @staticmethod
-    def forward(ctx, y, a_rev, solver):  # type: ignore[override]
+    def forward(ctx, y, a_rev, solver):
         ctx.save_for_backward(a_rev)
         ctx.solver = solver
         return y.view_as(y)
 
     @staticmethod
-    def backward(ctx, g):  # type: ignore[override]
+    def backward(ctx, g):
         (a_rev,) = ctx.saved_tensors
         sv: _QuasiAdjointSolver = ctx.solver
         info = sv.info
@@ -381,7 +383,8 @@ class _QuasiAdjoint(torch.autograd.Function):
             return scan(a_rev, rhs, structure=sv.structure, reverse=True, backend=sv.backend)[0]
 
         with torch.no_grad():
-            _, pullback = torch.func.vjp(lambda h: sv.step_fn(h, sv.x), sv.prev)
+            # torch.func.vjp's annotation is not overloaded on has_aux (2 values here)
+            _, pullback = torch.func.vjp(lambda h: sv.step_fn(h, sv.x), sv.prev)  # type: ignore[misc]
             scale = max(1.0, float(torch.linalg.vector_norm(g, float("inf"))))
             lam = precondition(g)
             info.adjoint_iterations, info.adjoint_residuals = 0, []

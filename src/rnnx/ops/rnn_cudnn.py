@@ -110,6 +110,7 @@ def rnn_cudnn(
             x, host.clamp(min=1), batch_first=True, enforce_sorted=False
         )
         order, back = packed.sorted_indices, packed.unsorted_indices
+        assert order is not None and back is not None  # set by enforce_sorted=False
         hx_sorted = (
             tuple(h.index_select(1, order) for h in hx)
             if isinstance(hx, tuple)

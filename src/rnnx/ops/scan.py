@@ -132,7 +132,7 @@ def _canonicalize(
     block = not isinstance(structure, Diagonal)
     if block:
         n = feats[-1]
-        k = n if isinstance(structure, Dense) else structure.k
+        k = structure.k if isinstance(structure, BlockDiagonal) else n
         G = math.prod(feats[:-1]) * (n // k)
         inner: tuple[int, ...] = (G, k, k)
         full = (
@@ -316,7 +316,7 @@ class _ScanFunction(torch.autograd.Function):
     ``torch.ops.rnnx.scan``, whose autograd formula is the same adjoint by its kernel)."""
 
     @staticmethod
-    def forward(ctx, a, x, h0, canon: _Canon, reverse: bool):  # type: ignore[override]
+    def forward(ctx, a, x, h0, canon: _Canon, reverse: bool):
         if reverse:
             h = _chunked_forward(a.flip(1), x.flip(1), h0, canon.block).flip(1)
         else:
@@ -327,7 +327,7 @@ class _ScanFunction(torch.autograd.Function):
         return h, last
 
     @staticmethod
-    def backward(ctx, g_h, g_last):  # type: ignore[override]
+    def backward(ctx, g_h, g_last):
         a, h, h0 = ctx.saved_tensors
         canon: _Canon = ctx.canon
         reverse: bool = ctx.reverse

@@ -137,7 +137,7 @@ class _SelectiveChunk(torch.autograd.Function):
     h0 (b, D, N); L a multiple of Q (padding: dt = 0, u = 0)."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, h0, Q: int, negative: bool):  # type: ignore[override]
+    def forward(ctx, u, dt, A, B, C, h0, Q: int, negative: bool):
         b, L, D = u.shape
         G, N = B.shape[-2:]
         a, _ = _transitions(dt, A, negative)
@@ -148,7 +148,7 @@ class _SelectiveChunk(torch.autograd.Function):
         return y, h_last
 
     @staticmethod
-    def backward(ctx, g_y, g_last):  # type: ignore[override]
+    def backward(ctx, g_y, g_last):
         u, dt, A, B, C, h0, h_in = ctx.saved_tensors
         Q, negative = ctx.Q, ctx.negative
         b, L, D = u.shape

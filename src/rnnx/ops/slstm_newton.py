@@ -196,6 +196,7 @@ def slstm_newton(
         # Reverse each sequence inside its length (padding stays at the end): the first
         # step is then a real one, run in the original coordinates, so a zero initial
         # normaliser gets its exact gradient whatever the padding.
+        assert keep is not None and lengths is not None  # reverse with lengths
         order = torch.where(keep, lengths.unsqueeze(1) - 1 - t, t)
         gx = gx.gather(1, order.unsqueeze(-1).expand_as(gx))
     # step 1 in the original coordinates: exactly the reference's step
@@ -245,7 +246,7 @@ def slstm_newton(
     pre = u + _recurrent(prev_h, weight_hh, num_heads)
     m_T = _final_stabiliser(first[3], pre, None if keep is None else keep[:, 1:])
     n_T = torch.exp(nu_T - m_T)
-    final = (h_T, ct_T * n_T, n_T, m_T)
+    final: tuple[Tensor, ...] = (h_T, ct_T * n_T, n_T, m_T)
     if lengths is not None:
         empty = (lengths == 0).unsqueeze(-1)
         final = tuple(torch.where(empty, s0, f) for s0, f in zip(state, final))
@@ -253,6 +254,7 @@ def slstm_newton(
         y = y.flip(1)
     elif reverse:
         # as the reference: padding comes first in reverse time and carries h_0
+        assert keep is not None and order is not None  # order is set only with lengths
         y = torch.where(keep.unsqueeze(-1), y, state[0].unsqueeze(1))
         y = y.gather(1, order.unsqueeze(-1).expand_as(y))
     return y, final, info

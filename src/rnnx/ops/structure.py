@@ -50,7 +50,7 @@ class Dense:
 
 Structure = Diagonal | BlockDiagonal | Dense
 
-_NAMES = {"diagonal": Diagonal, "dense": Dense}
+_NAMES: dict[str, type[Diagonal] | type[Dense]] = {"diagonal": Diagonal, "dense": Dense}
 
 
 def as_structure(value: object) -> Structure:

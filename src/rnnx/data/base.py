@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -48,6 +48,21 @@ class SequenceDataset(Dataset):
         return self.x[i], self.y[i], self.lengths[i]
 
 
+class Split(Protocol):
+    """What a split of :class:`TaskData` offers: a :class:`SequenceDataset`, or a
+    dataset with the same attributes (the forecasting windows of
+    :class:`rnnx.data.vic_elec.WindowDataset`)."""
+
+    @property
+    def x(self) -> Tensor: ...
+    @property
+    def y(self) -> Tensor: ...
+    @property
+    def lengths(self) -> Tensor | None: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, i: int) -> Any: ...
+
+
 #: What a task asks of a model, and which head and loss serve it.
 KINDS = {
     "classification": "one label per sequence (cross-entropy; accuracy)",
@@ -69,9 +84,9 @@ class TaskData:
 
     name: str
     kind: str
-    train: SequenceDataset
-    val: SequenceDataset
-    test: SequenceDataset
+    train: Split
+    val: Split
+    test: Split
     d_input: int = 1
     n_classes: int = 0
     """Classes per sequence (classification) or per step (tagging, lm)."""

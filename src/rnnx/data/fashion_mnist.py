@@ -57,8 +57,9 @@ def permutation() -> torch.Tensor:
 
 
 def _fashion(name: str, layout: str, seed: int, n_train: int | None, n_val: int) -> TaskData:
-    x_tr, y_tr, x_te, y_te = load_arrays(name)
-    y_tr, y_te = torch.from_numpy(y_tr.astype(np.int64)), torch.from_numpy(y_te.astype(np.int64))
+    x_tr, labels_tr, x_te, labels_te = load_arrays(name)
+    y_tr = torch.from_numpy(labels_tr.astype(np.int64))
+    y_te = torch.from_numpy(labels_te.astype(np.int64))
     fit_idx, val_idx = stratified_split(y_tr, n_val / len(y_tr), seed=seed)
     if n_train is not None and n_train < len(fit_idx):
         keep, _ = stratified_split(y_tr[fit_idx], 1 - n_train / len(fit_idx), seed=0)

@@ -42,7 +42,7 @@ def _arrays() -> dict[str, np.ndarray]:
     ds = {k: np.asarray(made[k]) for k in ("x", "y", "x_test", "y_test")}
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(cache.name + f".{os.getpid()}.part.npz")
-    np.savez(tmp, **ds)
+    np.savez(tmp, x=ds["x"], y=ds["y"], x_test=ds["x_test"], y_test=ds["y_test"])
     os.replace(tmp, cache)
     return ds
 

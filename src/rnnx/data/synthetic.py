@@ -108,7 +108,9 @@ def _token_task(name, make, sizes, seed, *, vocab_size, n_classes, info, lengths
     return TaskData(
         name=name,
         kind="tagging",
-        **splits,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
         vocab_size=vocab_size,
         n_classes=n_classes,
         info={"generator": f"rnnx.data.synthetic.{name}", "seed": seed, **info},
@@ -347,7 +349,9 @@ def adding_problem(
     return TaskData(
         name="adding",
         kind="regression",
-        **splits,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
         d_input=2,
         d_output=1,
         info={

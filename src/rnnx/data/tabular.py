@@ -324,11 +324,11 @@ def csv(
         k: _starts(lo, hi, lookback, h, train_stride if k == "train" else eval_stride)
         for k, (lo, hi) in bounds.items()
     }
-    for k, v in starts.items():
-        if len(v) == 0:
-            lo, hi = bounds[k]
+    for split, windows in starts.items():
+        if len(windows) == 0:
+            lo, hi = bounds[split]
             raise ValueError(
-                f"task csv:{path}: no window fits in the {k} split ({hi - lo} of {T} steps) "
+                f"task csv:{path}: no window fits in the {split} split ({hi - lo} of {T} steps) "
                 f"with lookback {lookback} + horizon {h}; lower --task-arg lookback/horizon "
                 "or give a longer series"
             )
@@ -381,7 +381,9 @@ def csv(
     return TaskData(
         name=f"csv:{root}",
         kind="regression",
-        **splits,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
         d_input=len(inputs),
         d_output=h * K,
         info={

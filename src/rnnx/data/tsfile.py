@@ -103,7 +103,8 @@ def parse_ts(text: str, *, source: str = ".ts file") -> tuple[list[np.ndarray], 
         raise ValueError(f"{source}: @timeStamps true (time-stamped values) is not supported")
     has_target = meta["classlabel"] or meta["targetlabel"]
     declared = set(meta["class_values"])
-    series, targets = [], []
+    series: list[np.ndarray] = []
+    targets: list[float | str] = []  # numbers with @targetLabel, else class names
     n_channels = None
     for no in range(start + 1, len(lines) + 1):
         line = lines[no - 1].strip()

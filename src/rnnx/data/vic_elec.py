@@ -179,7 +179,9 @@ def vic_elec(
     return TaskData(
         name="vic_elec",
         kind="regression",
-        **splits,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
         d_input=3,
         d_output=horizon,
         info={

@@ -37,7 +37,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.what in ("layers", "all"):
         import rnnx.layers as layers
 
-        rows = []
+        rows: list[tuple[str, ...]] = []
         for name in layers.names():
             cls = layers.get(name)
             modes = ", ".join(m + ("*" if m == cls.default_mode else "") for m in cls.modes)
@@ -443,7 +443,7 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (no usage block) that suggest the closest name."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         from rnnx._names import did_you_mean
 
         m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)

@@ -23,8 +23,9 @@ for any registered layer. The backbone is then non-causal: no state passing, no
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -136,7 +137,7 @@ class Block(nn.Module):
                 )
 
     @staticmethod
-    def _make_mixer(cfg: BackboneConfig) -> nn.Module:
+    def _make_mixer(cfg: BackboneConfig) -> layers.RecurrentLayer:
         mixer = layers.create(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
         if cfg.mode is not None:
             mixer.mode = cfg.mode
@@ -202,8 +203,11 @@ class Backbone(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = _norm(cfg.norm, cfg.d_model)
 
+    def _blocks(self) -> Iterable[Block]:
+        return cast("Iterable[Block]", self.blocks)  # a ModuleList of Blocks (__init__)
+
     def init_state(self, batch_size: int, **kw) -> list:
-        return [b.mixer.init_state(batch_size, **kw) for b in self.blocks]
+        return [b.mixer.init_state(batch_size, **kw) for b in self._blocks()]
 
     def encode(self, x: Tensor) -> Tensor:
         """The encoder, with a clear error for token ids out of range or wrong dtypes."""
@@ -234,7 +238,7 @@ class Backbone(nn.Module):
         states = [None] * len(self.blocks) if state is None else state
         h = self.encode(x)
         new = []
-        for block, s in zip(self.blocks, states):
+        for block, s in zip(self._blocks(), states):
             h, s = block.step(h, s)
             new.append(s)
         return self.norm(h), new

@@ -144,7 +144,7 @@ class SequenceRegressor(nn.Module):
             k = len(self.norm_channels)
             sd, mu = std[:, 0, self.norm_channels], mean[:, 0, self.norm_channels]  # (B, K)
             if self.per_step:
-                shape = (len(x), 1, -1, k)
+                shape: tuple[int, ...] = (len(x), 1, -1, k)
                 out = (out.view(*out.shape[:2], -1, k) * sd.view(shape) + mu.view(shape)).flatten(2)
             else:
                 shape = (len(x), 1, k)

@@ -39,7 +39,8 @@ class RunState(L.Callback):
         self.sampler, self.path, self.every = sampler, Path(path), int(every)
         self._epoch, self._done = 0, 0
         self._saved_at = 0  # optimizer step of the last checkpoint
-        self._seconds_before, self._t0 = 0.0, None
+        self._seconds_before = 0.0
+        self._t0: float | None = None
 
     @property
     def train_seconds(self) -> float:
@@ -81,6 +82,7 @@ class RunState(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         np_state = np.random.get_state()  # noqa: NPY002 (the global state is what we save)
+        assert isinstance(np_state, tuple)  # the global MT19937's legacy form
         return {
             "epoch": self._epoch,
             "batches_done": self._done,

@@ -92,6 +92,7 @@ class ModelConfig:
                 f"model: {', '.join(unset)} not set; rnnx.train.recipe.apply fills them "
                 "from the task's data"
             )
+        assert self.d_model is not None and self.n_layers is not None  # checked just above
         kwargs = dict(self.layer_kwargs)
         if self.d_state is not None:
             kwargs["d_state"] = self.d_state

@@ -102,7 +102,7 @@ class TaskModule(L.LightningModule):
         self.budget = budget
         """A :class:`rnnx.train.callbacks.Budget` the schedule follows (None: the
         trainer's estimated number of steps)."""
-        self._sums: dict[str, torch.Tensor] = {}
+        self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self.val_metrics: dict[str, float] = {}
         self.val_count = 0.0
 

@@ -40,7 +40,7 @@ import shutil
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from rnnx import _plugins
 from rnnx.train.config import RunConfig
@@ -154,7 +154,11 @@ def trainer_placement(
     }
 
 
-def resolve_precision(precision: str, accelerator: str = "cpu") -> str:
+#: Lightning's names for the precisions a run can use.
+Precision = Literal["32", "bf16-mixed", "16-mixed", "64"]
+
+
+def resolve_precision(precision: str, accelerator: str = "cpu") -> Precision:
     """Lightning's precision for ``--precision``; ``"auto"`` is ``"bf16-mixed"`` where
     bf16 is native (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX), else
     ``"32"``."""
@@ -166,7 +170,7 @@ def resolve_precision(precision: str, accelerator: str = "cpu") -> str:
         return "bf16-mixed" if cpu_has_bf16() else "32"
     if precision not in ("32", "bf16-mixed", "16-mixed", "64"):
         raise ValueError(f"precision: expected auto, 32, bf16-mixed or 64, got {precision!r}")
-    return precision
+    return cast(Precision, precision)  # one of them, checked just above
 
 
 def _world() -> tuple[int, int]:
@@ -262,6 +266,7 @@ def _loaders(task, cfg: RunConfig, rank: int, world: int):
     from rnnx.train.sampler import ShardedBatchSampler
 
     t = cfg.train
+    assert t.batch_size is not None  # recipe.apply filled it
     eval_bs = eval_batch_size(cfg)
     train_sampler = ShardedBatchSampler(
         len(task.train),
@@ -355,6 +360,7 @@ def train(
     n = len(train_dl)
     per_epoch = max(1, int(n * limit)) if isinstance(limit, float) else min(n, limit)
     steps = recipe.total_steps(t, per_epoch)
+    assert t.batch_size is not None and t.lr is not None and t.weight_decay is not None  # recipe
     val_every = t.val_every or recipe.val_interval(steps, t.batch_size, len(task.val))
     budget = Budget(steps, t.budget_minutes or 0.0, t.budget_clock)
     selection = ModelSelection(metric, higher, t.patience or 0)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from rnnx.bench._common import interleaved, machine_info, markdown_table, ms, write_json
+from rnnx.layers.base import RecurrentLayer
 
 DESCRIPTION = "torch.compile vs eager: a training step of a small model of each family"
 
@@ -78,7 +79,7 @@ def _measure(
             p.grad = None
         loss = (fn(x) - target).square().mean()
         loss.backward()
-        return loss.detach(), [p.grad for p in model.parameters()]
+        return loss.detach(), [p.grad for p in model.parameters() if p.grad is not None]
 
     loss_e, grads_e = step(model)
     torch._dynamo.reset()
@@ -90,10 +91,12 @@ def _measure(
     d_grad = max(float((a - b).abs().max()) for a, b in zip(grads_c, grads_e)) / scale
     t = interleaved({"eager": lambda: step(model), "compiled": lambda: step(compiled)}, repeat)
     torch._dynamo.reset()
+    mixer = model.mixers[0]
+    assert isinstance(mixer, RecurrentLayer)
     return {
         "layer": name,
-        "family": type(model.mixers[0]).family,
-        "mode": model.mixers[0].mode,
+        "family": type(mixer).family,
+        "mode": mixer.mode,
         "eager ms": ms(t["eager"]),
         "compiled ms": ms(t["compiled"]),
         "compile s": compile_s,

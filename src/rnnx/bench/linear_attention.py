@@ -212,16 +212,16 @@ def _case(op: str) -> _Case:
     elif op == "deltanet":
         c.rnnx = lambda q, k, v, beta: delta_rule(q, k, v, beta)[0]
         c.rnnx_rec = lambda q, k, v, beta: delta_rule(q, k, v, beta, backend="reference")[0]
-        m, why = _fla_naive("delta_rule/naive.py")
-        if m is not None:
+        delta_naive, why = _fla_naive("delta_rule/naive.py")
+        if delta_naive is not None:
 
             def rec(q, k, v, beta):
                 hf = [_head_first(t) for t in (q, k, v, beta)]
-                return m.delta_rule_recurrence(*hf)[0].transpose(1, 2)
+                return delta_naive.delta_rule_recurrence(*hf)[0].transpose(1, 2)
 
             def chk(q, k, v, beta):
                 hf = [_head_first(t) for t in (q, k, v, beta)]
-                return m.delta_rule_chunkwise(*hf, chunk_size=64)[0].transpose(1, 2)
+                return delta_naive.delta_rule_chunkwise(*hf, chunk_size=64)[0].transpose(1, 2)
 
             c.peer_rec, c.peer_chunk = rec, chk
             c.peer_rec_name, c.peer_chunk_name = "delta_rule_recurrence", "delta_rule_chunkwise"

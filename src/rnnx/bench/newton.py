@@ -53,16 +53,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip pararnn-torch")
 
 
-def _layer(name: str, D: int) -> torch.nn.Module:
-    layer = (ParaGRU if name == "paragru" else ParaLSTM)(D)
+def _layer(name: str, D: int) -> ParaGRU | ParaLSTM:
+    layer = ParaGRU(D) if name == "paragru" else ParaLSTM(D)
     with torch.no_grad():
         layer.a.clamp_(-CAP, CAP)
-        if name == "paralstm":
+        if isinstance(layer, ParaLSTM):
             layer.peephole.clamp_(-CAP, CAP)
     return layer
 
 
-def _peer_cell(name: str, layer: torch.nn.Module, D: int, pararnn: Any) -> torch.nn.Module:
+def _peer_cell(name: str, layer: ParaGRU | ParaLSTM, D: int, pararnn: Any) -> torch.nn.Module:
     from pararnn.cells import ParaGRU as PeerGRU
     from pararnn.cells import ParaLSTM as PeerLSTM
 
@@ -76,6 +76,7 @@ def _peer_cell(name: str, layer: torch.nn.Module, D: int, pararnn: Any) -> torch
         else:
             for i, n in enumerate(("a_f", "a_z", "a_o")):
                 getattr(cell, n).copy_(layer.a[i])
+            assert isinstance(layer, ParaLSTM)
             cell.c_f.copy_(layer.peephole[0])
             cell.c_o.copy_(layer.peephole[1])
     return cell
@@ -140,11 +141,12 @@ def _measure(name: str, B: int, T: int, D: int, repeat: int, peer: bool) -> dict
     layer = _layer(name, D)
     x = torch.randn(B, T, D)
     few = max(1, repeat // 2)
-    t: dict[str, float | None] = {}
+    t: dict[str, float] = {}
     t["loop"] = timeit(_ours(layer, "sequential", x), repeat=few)["median"]
     t["fused"] = timeit(_ours(layer, "fused", x), repeat=repeat)["median"]
     t["newton"] = timeit(_ours(layer, "newton", x), repeat=repeat)["median"]
     info = layer.newton_info
+    assert info is not None  # set by the newton run just timed
     row: dict[str, Any] = {"layer": name, "T": T}
     row["newton iters"] = info.iterations
     row["newton residual"] = f"{info.residual:.1e}"

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -93,10 +93,13 @@ def _fwd(module: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
 
 def _classic_rows(kind: str, B: int, T: int, H: int, repeat: int) -> list[dict[str, Any]]:
     import rnnx.layers as layers
+    from rnnx.layers._classic import ClassicRNN
 
     torch.manual_seed(0)
     ref = (torch.nn.LSTM if kind == "lstm" else torch.nn.GRU)(H, H, batch_first=True)
-    ours = layers.get(kind).from_torch(ref)
+    cls = layers.get(kind)
+    assert issubclass(cls, ClassicRNN)  # lstm, gru
+    ours = cls.from_torch(ref)
     x = torch.randn(B, T, H)
     with torch.no_grad():
         diff = (ours(x)[0] - ref(x)[0]).abs().max().item()
@@ -119,7 +122,7 @@ def _classic_rows(kind: str, B: int, T: int, H: int, repeat: int) -> list[dict[s
 def _slstm_rows(
     B: int, T: int, H: int, NH: int, repeat: int, peer: bool
 ) -> tuple[list[dict[str, Any]], str]:
-    from rnnx.ops.rnn import rnn_sequence
+    from rnnx.ops.rnn import Backend, rnn_sequence
 
     torch.manual_seed(0)
     DH = H // NH
@@ -131,7 +134,7 @@ def _slstm_rows(
         def fn() -> None:
             g = gx.detach().requires_grad_()
             w = R.detach().requires_grad_()
-            y, _ = rnn_sequence("slstm", g, w, state, num_heads=NH, backend=backend)
+            y, _ = rnn_sequence("slstm", g, w, state, num_heads=NH, backend=cast(Backend, backend))
             y.sum().backward()
 
         return fn

@@ -26,13 +26,14 @@ after rnnx's). The module is loaded from its file without running ``mamba_ssm/__
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import statistics
 import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -45,7 +46,7 @@ from rnnx.bench._common import (
     timeit,
     write_json,
 )
-from rnnx.ops.selective_scan import selective_scan
+from rnnx.ops.selective_scan import Backend, selective_scan
 
 DESCRIPTION = "Mamba selective scan vs mamba_ssm's selective_scan_ref and a recurrent loop"
 
@@ -104,6 +105,8 @@ def load_mamba_module(relative: str, stand_ins: dict[str, dict[str, Any]]) -> tu
     sys.modules.update({k: v for k, v in stubs.items() if k not in before})
     try:
         spec_file = importlib.util.spec_from_file_location(f"_mamba_{path.stem}", path)
+        if spec_file is None or spec_file.loader is None:
+            raise ImportError(f"cannot load {path}")
         module = importlib.util.module_from_spec(spec_file)
         spec_file.loader.exec_module(module)
         return module, ""
@@ -127,6 +130,9 @@ def load_mamba_reference() -> tuple[Any | None, str]:
     return (None, why) if module is None else (module.selective_scan_ref, "")
 
 
+K = TypeVar("K")  # the keys of time_in_turns' callables
+
+
 def no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
     def call() -> Any:
         with torch.no_grad():
@@ -135,13 +141,13 @@ def no_grad(fn: Callable[[], Any]) -> Callable[[], Any]:
     return call
 
 
-def time_in_turns(fns: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+def time_in_turns(fns: dict[K, Callable[[], Any]], rounds: int) -> dict[K, float]:
     """Median wall time (seconds) of each callable, measured in turns: every round runs
     each callable once, so a change in the load of this shared machine hits all alike
     and the ratios between them hold. One warm-up run each first."""
     for fn in fns.values():
         fn()
-    runs: dict[str, list[float]] = {k: [] for k in fns}
+    runs: dict[K, list[float]] = {k: [] for k in fns}
     for _ in range(max(1, rounds)):
         for k, fn in fns.items():
             runs[k].append(timeit(fn, repeat=1, warmup=0)["min"])
@@ -167,7 +173,7 @@ def decode_latency(layer: Any, positions: list[int], repeat: int) -> list[dict[s
         best = dict.fromkeys(states, float("inf"))
         for _ in range(max(4, 2 * repeat)):
             for p, s in states.items():
-                t = timeit(lambda s=s: layer.step(token, s), repeat=10, warmup=1)
+                t = timeit(functools.partial(layer.step, token, s), repeat=10, warmup=1)
                 best[p] = min(best[p], t["min"])
     first = best[min(best)]
     return [{"position": p, "step us": v * 1e6, "vs first": v / first} for p, v in best.items()]
@@ -203,7 +209,7 @@ def _rnnx(inp: dict[str, Any], backend: str, chunk: int):
         delta_bias=inp["delta_bias"],
         delta_softplus=True,
         chunk_size=chunk,
-        backend=backend,
+        backend=cast(Backend, backend),  # the callers name the op's backends
     )[0]
 
 
@@ -257,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         positions = [0, 64, 256]
     repeat = args.repeat
     inp = make_inputs(B, D, N, L)
-    times: dict[str, float | None] = {}
+    times: dict[str, float] = {}
     notes: list[str] = []
 
     with torch.no_grad():
@@ -265,13 +271,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ref, why = (None, "--no-peer") if args.no_peer else load_mamba_reference()
     equal = None
     forward = {
-        f"{b} fwd": no_grad(lambda b=b: _rnnx(inp, b, K))
+        f"{b} fwd": no_grad(functools.partial(_rnnx, inp, b, K))
         for b in ("native", "chunked", "reference")
     }
     if ref is None:
         notes.append(f"mamba_ssm skipped: {why}")
         print(f"  mamba_ssm skipped: {why}", flush=True)
-        times["mamba ref fwd"] = None
     else:
         with torch.no_grad():
             out_ref = _mamba(ref, inp)
@@ -312,7 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         print("  memory: done", flush=True)
 
-    from rnnx.layers import Mamba
+    from rnnx.layers.mamba import Mamba
 
     torch.manual_seed(0)
     decode = decode_latency(Mamba(D // 2, d_state=N).eval(), positions, repeat)
@@ -327,7 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "native ms": ms(times["native fwd"]),
             "chunked ms": ms(times["chunked fwd"]),
             "rnnx reference ms": ms(times["reference fwd"]),
-            "mamba ref ms": ms(times["mamba ref fwd"]) if times["mamba ref fwd"] else None,
+            "mamba ref ms": ms(times["mamba ref fwd"]) if times.get("mamba ref fwd") else None,
             "mamba ref / native": ratio("mamba ref fwd", "native fwd"),
             "reference / native": ratio("reference fwd", "native fwd"),
             "reference / chunked": ratio("reference fwd", "chunked fwd"),

@@ -16,13 +16,14 @@ Shape: batch 4, length 2048, 4 heads of 64 channels, state 64, one group of B/C,
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import functools
+from typing import Any, cast
 
 import torch
 
 from rnnx.bench._common import machine_info, markdown_table, ms, peak_memory, write_json
 from rnnx.bench.selective_scan import decode_latency, load_mamba_module, no_grad, time_in_turns
-from rnnx.ops.ssd import ssd
+from rnnx.ops.ssd import Backend, ssd
 
 DESCRIPTION = "Mamba-2 SSD: chunked vs recurrent reference (and mamba_ssm's ssd_minimal)"
 
@@ -53,7 +54,13 @@ def make_inputs(batch: int, length: int, heads: int, headdim: int, state: int) -
 
 def _rnnx(inp: dict, backend: str, chunk: int):
     return ssd(
-        inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], chunk_size=chunk, backend=backend
+        inp["x"],
+        inp["dt"],
+        inp["A"],
+        inp["B"],
+        inp["C"],
+        chunk_size=chunk,
+        backend=cast(Backend, backend),  # the callers name the op's backends
     )[0]
 
 
@@ -95,13 +102,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     repeat = args.repeat
     shape = (Bz, L, H, P, N)
     inp = make_inputs(*shape)
-    t: dict[str, float | None] = {"minimal fwd": None, "minimal fwd+bwd": None}
+    t: dict[str, float] = {}
     notes: list[str] = []
     with torch.no_grad():
         y = _rnnx(inp, "chunked", K)
         y_ref = _rnnx(inp, "reference", K)
     diffs = {"reference": float((y - y_ref).abs().max() / y_ref.abs().max())}
-    forward = {f"{b} fwd": no_grad(lambda b=b: _rnnx(inp, b, K)) for b in ("chunked", "reference")}
+    forward = {
+        f"{b} fwd": no_grad(functools.partial(_rnnx, inp, b, K)) for b in ("chunked", "reference")
+    }
     backward = {f"{b} fwd+bwd": fwd_bwd_callable(b, *shape, K) for b in ("chunked", "reference")}
 
     module, why = (
@@ -146,7 +155,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "pass": p,
                 "chunked ms": ms(t[f"chunked {p}"]),
                 "reference ms": ms(t[f"reference {p}"]),
-                "ssd_minimal ms": ms(t[f"minimal {p}"]) if t[f"minimal {p}"] else None,
+                "ssd_minimal ms": ms(t[f"minimal {p}"]) if t.get(f"minimal {p}") else None,
                 "reference / chunked": ratio(f"reference {p}", f"chunked {p}"),
                 "ssd_minimal / chunked": ratio(f"minimal {p}", f"chunked {p}"),
             }
@@ -174,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 / 2**20
             )
         print("  memory: done", flush=True)
-    from rnnx.layers import Mamba2
+    from rnnx.layers.mamba2 import Mamba2
 
     torch.manual_seed(0)
     layer = Mamba2(H * P // 2, d_state=N, headdim=P, chunk_size=K).eval()

@@ -29,7 +29,8 @@ Three tables, float32, all ratios measured side by side in this run:
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import functools
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -45,6 +46,7 @@ from rnnx.bench._common import (
     write_json,
 )
 from rnnx.layers._ssm import GLUOutput
+from rnnx.layers.base import RecurrentLayer
 
 GROUP = "layers"
 DESCRIPTION = "LSSL/S4/S4D/S5/LRU: train speed vs s5-pytorch, long conv time+memory, step latency"
@@ -103,7 +105,7 @@ def _fwd_bwd(module: nn.Module, x: torch.Tensor, mode: str | None):
         if mode is None:
             y = module(xx)
         else:
-            with module.using_mode(mode):
+            with cast(RecurrentLayer, module).using_mode(mode):  # a mode: an rnnx layer
                 y, _ = module(xx)
         y.square().mean().backward()
 
@@ -125,7 +127,7 @@ def _train_table(args, B, L, H, N, repeat) -> list[dict[str, Any]]:
         print(f"  s5-pytorch S5 (P={N}, all modes stored): {ms(t_peer):.1f} ms", flush=True)
     else:
         print(f"  s5-pytorch not importable ({why}); the recurrent mode is the baseline")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec, mode in [
         ("s4d", "conv"),
         ("s5", "scan"),
@@ -170,7 +172,7 @@ def long_conv_case(name: str, B: int, L: int, H: int, N: int):
     """Build one long-convolution case; returns the forward+backward callable
     (``peak_memory`` target)."""
     torch.manual_seed(0)
-    layer = layers.get(name)(H, d_state=N, mode="conv")
+    layer = layers.create(name, H, d_state=N, mode="conv")
     x = torch.randn(B, L, H)
 
     def fn():
@@ -212,7 +214,7 @@ def _step_table(positions, H, N, repeat) -> list[dict[str, Any]]:
     chunk = 4096
     for name in FAMILY:
         torch.manual_seed(0)
-        layer = layers.get(name)(H, d_state=N).eval()
+        layer = layers.create(name, H, d_state=N).eval()
         row: dict[str, Any] = {"layer": name, "step mode": layer.step_mode}
         times = []
         with torch.no_grad():
@@ -224,7 +226,7 @@ def _step_table(positions, H, N, repeat) -> list[dict[str, Any]]:
                     _, state = layer(torch.randn(1, n, H, generator=g), state)
                     done += n
                 tok = torch.randn(1, 1, H, generator=g)
-                t = timeit(lambda m=layer, s=state, tok=tok: m.step(tok, s), repeat=max(repeat, 20))
+                t = timeit(functools.partial(layer.step, tok, state), repeat=max(repeat, 20))
                 times.append(t["median"])
                 row[f"p={p} µs"] = t["median"] * 1e6
         row["last / first"] = times[-1] / times[0]

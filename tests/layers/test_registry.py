@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -46,3 +48,13 @@ def test_using_mode_restores():
     with layer.using_mode("recurrent"):
         assert layer.mode == "recurrent"
     assert layer.mode == "conv"
+
+
+@pytest.mark.parametrize("name", layers.names())
+def test_forward_is_annotated_like_the_base_class(name):
+    """Every parameter and the return of each layer's ``_forward`` are annotated, so the
+    type check (mypy in scripts/check.sh) reads its body against the contract."""
+    fn = layers.get(name)._forward
+    want = (set(inspect.signature(RecurrentLayer._forward).parameters) - {"self"}) | {"return"}
+    missing = want - set(fn.__annotations__)
+    assert not missing, f"{fn.__qualname__}: annotate {sorted(missing)} as RecurrentLayer._forward"

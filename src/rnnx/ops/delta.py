@@ -43,7 +43,9 @@ import torch
 from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
+from rnnx._vocab import REFERENCE, op_backend
 from rnnx.ops.chunk import (
+    BACKENDS,
     Backend,
     check_gate,
     check_options,
@@ -172,6 +174,7 @@ def _run(
     backend: str,
 ) -> tuple[Tensor, Tensor | None]:
     B, T, H, K, V = q.shape[0], q.shape[1], q.shape[2], q.shape[3], v.shape[3]
+    backend = op_backend(backend, BACKENDS, reference="the op's *_reference() function")
     C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device)
     n = B if bounds is None else len(bounds) - 1
     S0 = check_state("initial_state", initial_state, (n, H, K, V), q.device)
@@ -180,7 +183,7 @@ def _run(
     q_, k_, v_, b_ = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     g_ = None if g is None else g.to(dtype)
     S0_ = None if S0 is None else S0.to(dtype)
-    if backend == "reference":
+    if backend == REFERENCE:
         if bounds is None:
             o, final = _delta_reference(q_, k_, v_, g_, b_, S0_, s)
         else:
@@ -233,7 +236,8 @@ def delta_rule(
         cu_seqlens: int64 ``(n+1,)`` cumulative starts of n sequences packed in batch 1.
         chunk_size: the chunk length C of the chunked (WY/UT) form.
         scale: multiplies ``q``; default ``K ** -0.5``.
-        backend: ``"chunk"`` (and ``"auto"``) or ``"reference"`` (the recurrence).
+        backend: ``"torch"`` (and ``"auto"``): the chunked form in PyTorch;
+            :func:`delta_rule_reference` is the recurrence.
 
     Returns:
         ``(o, final_state)``: ``o`` ``(B, T, H, V)`` in ``q``'s dtype; the final state
@@ -250,7 +254,7 @@ def delta_rule(
 @fp32_under_autocast
 def delta_rule_reference(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, **kwargs) -> tuple:
     """:func:`delta_rule` by the recurrence, one step at a time."""
-    return delta_rule(q, k, v, beta, **{**kwargs, "backend": "reference"})
+    return delta_rule(q, k, v, beta, **{**kwargs, "backend": REFERENCE})
 
 
 @fp32_under_autocast
@@ -288,4 +292,4 @@ def gated_delta_rule_reference(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, **kwargs
 ) -> tuple:
     """:func:`gated_delta_rule` by the recurrence, one step at a time."""
-    return gated_delta_rule(q, k, v, g, beta, **{**kwargs, "backend": "reference"})
+    return gated_delta_rule(q, k, v, g, beta, **{**kwargs, "backend": REFERENCE})

@@ -20,7 +20,7 @@ cu_seqlens, ..., backend) -> (out, final_state or None)``.
 
 Backends (the same function; chosen by explicit ``backend``, never by values or length):
 
-* ``"reference"``: :func:`selective_scan_reference`, a loop over time in plain PyTorch
+* :func:`selective_scan_reference`: a loop over time in plain PyTorch
   (linear-cost autograd). The oracle of the tests.
 * ``"native"``: a fused C++ kernel (``rnnx/_native/selective_scan.cpp``; the operator
   ``torch.ops.rnnx.selective_scan``). The state
@@ -30,12 +30,13 @@ Backends (the same function; chosen by explicit ``backend``, never by values or 
   The forward keeps a checkpoint of the state every ``chunk_size`` steps when a gradient
   is needed; the backward recomputes each chunk from its checkpoint and runs the adjoint
   recurrence through it (memory O(batch·length·D·N / chunk_size)).
-* ``"chunked"``: pure PyTorch for any device. Time is cut into chunks; a chunk's states
+* ``"torch"``: pure PyTorch for any device. Time is cut into chunks; a chunk's states
   (batch, chunk, D, N) are built by :func:`rnnx.ops.scan` and contracted with C, and only
   the states at chunk boundaries are kept; backward recomputes one chunk at a time.
 
 ``"auto"`` picks ``"native"`` for CPU float32/float64 when the kernel builds, otherwise
-``"chunked"``.
+``"torch"``. (Old names, with a DeprecationWarning: ``"chunked"`` is ``"torch"``;
+``"reference"`` runs :func:`selective_scan_reference`.)
 """
 
 from __future__ import annotations
@@ -50,10 +51,11 @@ from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx._native import ops as native_ops
+from rnnx._vocab import REFERENCE, op_backend
 from rnnx.ops.scan import scan
 
-Backend = Literal["auto", "native", "chunked", "reference"]
-BACKENDS: tuple[str, ...] = ("auto", "native", "chunked", "reference")
+Backend = Literal["auto", "native", "torch"]
+BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
 
 __all__ = [
     "BACKENDS",
@@ -390,19 +392,18 @@ def selective_scan(
             in a batch of 1; each starts from its own initial state.
         negative_eigenvalues: transition ``2 exp(Δ A) - 1`` in (-1, 1] instead of
             ``exp(Δ A)`` in (0, 1] (arXiv 2411.12537).
-        chunk_size: time steps per chunk of the ``"chunked"`` backend, and the checkpoint
+        chunk_size: time steps per chunk of the ``"torch"`` backend, and the checkpoint
             interval of the ``"native"`` backward.
-        backend: ``"auto"``, ``"native"``, ``"chunked"`` or ``"reference"``.
+        backend: ``"auto"``, ``"native"`` or ``"torch"``.
 
     Returns:
         ``(out, final_state)``: ``out`` ``(batch, length, D)`` in u's dtype; the final state
         ``(batch, D, N)`` (``(n, D, N)`` with ``cu_seqlens``) in float32 (float64 if any
         input is float64) when ``output_final_state``, else None.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    backend = op_backend(backend, BACKENDS, reference="selective_scan_reference()")
     require_positive_int("chunk_size", chunk_size)
-    if backend == "reference" or (isinstance(u, Tensor) and u.dim() == 3 and u.shape[1] == 0):
+    if backend == REFERENCE or (isinstance(u, Tensor) and u.dim() == 3 and u.shape[1] == 0):
         return selective_scan_reference(
             u,
             delta,
@@ -435,7 +436,7 @@ def selective_scan(
                 "backend: 'native' was requested but the native selective-scan kernel is "
                 f"unavailable: {_native.unavailable_reason('selective_scan')}"
             )
-        impl = "native" if built else "chunked"
+        impl = "native" if built else "torch"
     batch, length, dim = u.shape
     N = A.shape[1]
     if impl == "native":

@@ -16,9 +16,9 @@ from tests.conftest import assert_close, native_available, with_native
 
 scan_module = sys.modules["rnnx.ops.scan"]
 
-FAST = with_native(["chunked", "native"], "scan")
+FAST = with_native(["torch", "native"], "scan")
 #: the backends hypothesis draws from (a strategy cannot skip one)
-FAST_HERE = ["chunked", *(["native"] if native_available("scan") else [])]
+FAST_HERE = ["torch", *(["native"] if native_available("scan") else [])]
 
 
 def _case(structure, a_shape_kind: str, dtype, B=3, L=29, feats=(6,)):

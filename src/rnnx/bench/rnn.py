@@ -136,7 +136,7 @@ def _slstm_rows(
 
         return fn
 
-    fns = {"rnnx": ours("auto"), "reference": ours("reference")}
+    fns = {"rnnx": ours("auto"), "reference": ours("torch")}
     note = "flashrnn: skipped (--no-peer)"
     if peer:
         mod, why = import_peer("flashrnn")

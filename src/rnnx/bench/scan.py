@@ -145,7 +145,7 @@ def _measure(case: str, B: int, T: int, D: int, repeat: int) -> dict[str, Any]:
         "pass": timeit(_pass(case, a, b, out), repeat=repeat)["median"],
         "scan fwd": timeit(lambda: scan(a, b, structure=structure), repeat=repeat)["median"],
         "chunked fwd": timeit(
-            lambda: scan(a, b, structure=structure, backend="chunked"), repeat=few
+            lambda: scan(a, b, structure=structure, backend="torch"), repeat=few
         )["median"],
         "loop fwd": timeit(_loop_fwd(case, a, b), repeat=few)["median"],
         "scan fwd+bwd": timeit(_scan_fwd_bwd(a, b, structure, "auto"), repeat=repeat)["median"],

@@ -152,11 +152,7 @@ class RecurrentLayer(nn.Module):
     def _new_mode_name(self, value: str) -> str:
         """``value``, or the mode an old spelling names now (one DeprecationWarning; an
         alias of :attr:`mode_aliases` may set :attr:`backend` too)."""
-        if not isinstance(value, str) or value in self.modes or value == "auto":
-            return value
-        alias = self.mode_aliases.get(value)
-        if alias is None and OLD_MODES.get(value) in self.modes:
-            alias = (OLD_MODES[value], None)
+        alias = self.old_mode(value)
         if alias is None:
             return value
         mode, backend = alias
@@ -165,6 +161,18 @@ class RecurrentLayer(nn.Module):
         if backend is not None:
             self.backend = backend
         return mode
+
+    @classmethod
+    def old_mode(cls, value: object) -> tuple[str, str | None] | None:
+        """``(mode, backend or None)`` that an old mode name of this layer stands for
+        (:attr:`mode_aliases`, else :data:`rnnx._vocab.OLD_MODES`), or None when ``value``
+        is not one (a current mode, ``"auto"`` or an unknown word)."""
+        if not isinstance(value, str) or value in cls.modes or value == "auto":
+            return None
+        alias = cls.mode_aliases.get(value)
+        if alias is None and OLD_MODES.get(value) in cls.modes:
+            alias = (OLD_MODES[value], None)
+        return alias
 
     @property
     def mode_setting(self) -> str:

@@ -58,8 +58,7 @@ REFERENCE = "_reference"
 def deprecated(what: str, old: str, new: str, *, stacklevel: int = 3) -> None:
     """One :class:`DeprecationWarning`: ``what`` ``old`` is now spelled ``new``."""
     warnings.warn(
-        f"{what} {old!r} is deprecated and will be removed in the next release; "
-        f"use {new}",
+        f"{what} {old!r} is deprecated and will be removed in the next release; use {new}",
         DeprecationWarning,
         stacklevel=stacklevel,
     )
@@ -71,9 +70,10 @@ def op_backend(backend: object, backends: Sequence[str], *, reference: str | Non
     ``backend`` in ``backends`` (the op's implementations) is returned as it is;
     :data:`REFERENCE` too (the op's ``*_reference`` function). An old name is mapped with
     one :class:`DeprecationWarning`: ``"chunked"``/``"chunk"`` -> ``"torch"``;
-    ``"reference"`` -> :data:`REFERENCE` when the op has a reference function, named
-    by ``reference`` (e.g. ``"scan_reference()"``; the old backend ran that oracle), else ``"torch"`` (the op's PyTorch
-    code is the loop). Anything else raises ``ValueError`` naming ``backends``.
+    ``"reference"`` -> :data:`REFERENCE` when the op has a reference function, named by
+    ``reference`` (e.g. ``"scan_reference()"``; the old backend ran that oracle), else
+    ``"torch"`` (the op's PyTorch code is the loop). Anything else raises ``ValueError``
+    naming ``backends``.
     """
     if isinstance(backend, str):
         if backend in backends or backend == REFERENCE:

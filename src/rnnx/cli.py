@@ -48,7 +48,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
             rows.append((name, cls.__name__, cls.family, modes, backends, ct, cls.paper))
         _table(
             rows,
-            ("name", "class", "family", "modes (* default)", "backends", "continuous-time", "paper"),
+            (
+                "name",
+                "class",
+                "family",
+                "modes (* default)",
+                "backends",
+                "continuous-time",
+                "paper",
+            ),
         )
     if args.what in ("tasks", "all"):
         from rnnx.data import _sources, task_entries

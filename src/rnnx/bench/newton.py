@@ -4,8 +4,10 @@ For each layer (``paragru``, ``paralstm``) and length T, at batch 8, d_in = d_h 
 float32, one forward and backward of ``y.sum()``:
 
 * ``loop``: the cell in a Python loop with linear-cost backward (iterate over
-  ``x.unbind(1)``, stack once): rnnx's mode ``"recurrent"`` on backend ``"torch"``, the baseline;
-* ``fused``: rnnx's default, mode ``"recurrent"`` on backend ``"auto"``: the recurrence in one native kernel;
+  ``x.unbind(1)``, stack once): rnnx's mode ``"recurrent"`` on backend ``"torch"``, the
+  baseline;
+* ``fused``: rnnx's default, mode ``"recurrent"`` on backend ``"auto"``: the recurrence in
+  one native kernel;
 * ``newton``: rnnx's ``"newton"`` mode (Newton + scan, adjoint backward), with its
   iteration count and final residual max |f(h_{t-1}, x_t) - h_t|;
 * ``pararnn-torch``: ``pararnn.solvers.newton.newton_apply`` with the default

@@ -2,8 +2,9 @@
 
 Shape: batch 4, length 2048, 4 heads of 64 channels, state 64, one group of B/C, float32.
 
-* ``fwd`` / ``fwd+bwd``: the chunked algorithm (rows ``chunked``, ``backend="torch"``) against ``ssd_reference`` (a loop over
-  ``unbind(1)`` with stack at the end: linear-cost backward), and against the paper's own
+* ``fwd`` / ``fwd+bwd``: the chunked algorithm (rows ``chunked``, ``backend="torch"``)
+  against ``ssd_reference`` (a loop over ``unbind(1)`` with stack at the end:
+  linear-cost backward), and against the paper's own
   minimal chunked listing, ``mamba_ssm.modules.ssd_minimal.ssd_minimal_discrete``
   (plain PyTorch; Listing 1 of arXiv 2405.21060) when mamba_ssm is installed (see
   :mod:`rnnx.bench.selective_scan` for how; its triton import gets a stand-in). Outputs

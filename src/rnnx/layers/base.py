@@ -33,8 +33,9 @@ Modes name algorithms and backends name implementations, in one vocabulary for e
 layer (:mod:`rnnx._vocab`, docs/contract.md); :func:`register` refuses other words.
 
 A subclass sets :attr:`modes`, :attr:`default_mode`, :attr:`reference_mode` (and
-:attr:`backends` when its ops have native kernels) and implements :meth:`init_state` and :meth:`_forward`. :func:`register` adds it to the
-registry under a short name; the test matrix then covers it automatically.
+:attr:`backends` when its ops have native kernels) and implements :meth:`init_state`
+and :meth:`_forward`. :func:`register` adds it to the registry under a short name; the
+test matrix then covers it automatically.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ from rnnx._checks import (
     value_checks_enabled,
 )
 from rnnx._names import did_you_mean
-from rnnx._vocab import BACKENDS, MODES, OLD_BACKENDS, OLD_MODES, deprecated
 from rnnx._tree import State, flatten, leaf_paths
+from rnnx._vocab import BACKENDS, MODES, OLD_BACKENDS, OLD_MODES, deprecated
 
 __all__ = ["RecurrentLayer", "State", "create", "get", "names", "register", "registry"]
 

@@ -150,8 +150,7 @@ class CellLayer(RecurrentLayer):
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, state_size={self.state_size}, "
-            f"structure={self.structure}, mode={self.mode!r}"
-            + self._backend_repr()
+            f"structure={self.structure}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def _forward(self, x, state, *, mode, lengths, dt):

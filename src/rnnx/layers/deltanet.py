@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_positive_int
+from rnnx._vocab import REFERENCE
 from rnnx.layers._chunked import (
     HeadRMSNorm,
     l2norm,
@@ -39,7 +40,6 @@ from rnnx.layers._chunked import (
     scaled_dim,
     where_valid,
 )
-from rnnx._vocab import REFERENCE
 from rnnx.layers.base import RecurrentLayer, register
 from rnnx.ops.delta import delta_rule, gated_delta_rule
 from rnnx.ops.short_conv import causal_conv1d

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_positive_int
+from rnnx._vocab import REFERENCE
 from rnnx.layers._chunked import (
     HeadLayerNorm,
     HeadRMSNorm,
@@ -34,7 +35,6 @@ from rnnx.layers._chunked import (
     scaled_dim,
     where_valid,
 )
-from rnnx._vocab import REFERENCE
 from rnnx.layers.base import RecurrentLayer, register
 from rnnx.ops.chunk import gla, linear_attention, native_available, simple_gla
 

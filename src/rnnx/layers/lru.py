@@ -66,6 +66,7 @@ class LRU(RecurrentLayer):
 
     def native_available(self) -> bool:
         return _ssm.scan_native_available()
+
     continuous_time: ClassVar[bool] = True
     family: ClassVar[str] = "linear time-invariant SSM"
     paper: ClassVar[str] = "arXiv 2303.06349"

@@ -152,8 +152,7 @@ class LSSL(_ssm.ConvolutionalSSM):
             f"d_model={self.d_model}, d_state={self.d_state}, channels={self.channels}, "
             f"measure={self.measure.value}, sharing={self.sharing.value}, "
             f"discretization={self.discretization.value}, bidirectional={self.bidirectional}, "
-            f"mode={self.mode!r}"
-            + self._backend_repr()
+            f"mode={self.mode!r}" + self._backend_repr()
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> Tensor:

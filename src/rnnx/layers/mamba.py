@@ -58,6 +58,7 @@ from rnnx.ops.short_conv import causal_conv1d
 
 __all__ = ["Mamba"]
 
+
 def inverse_softplus_dt(n: int, dt_min: float, dt_max: float, floor: float) -> Tensor:
     """Biases b with softplus(b) log-uniform in [dt_min, dt_max] (at least ``floor``)."""
     dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))

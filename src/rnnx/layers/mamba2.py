@@ -39,6 +39,7 @@ from rnnx.ops.ssd import ssd
 
 __all__ = ["Mamba2"]
 
+
 def _default_headdim(d_inner: int) -> int:
     """The largest divisor of d_inner that is at most 64 (Mamba-2's default head size)."""
     return max(p for p in range(1, min(64, d_inner) + 1) if d_inner % p == 0)
@@ -139,8 +140,7 @@ class Mamba2(RecurrentLayer):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, d_inner={self.d_inner}, "
             f"heads={self.nheads}x{self.headdim}, ngroups={self.ngroups}, "
-            f"chunk_size={self.chunk_size}, mode={self.mode!r}"
-            + self._backend_repr()
+            f"chunk_size={self.chunk_size}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> tuple[Tensor, Tensor]:

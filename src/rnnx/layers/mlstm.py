@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_choice, require_positive_int
-from rnnx.layers._chunked import HeadLayerNorm, pick_heads, scaled_dim, where_valid
 from rnnx._vocab import REFERENCE
+from rnnx.layers._chunked import HeadLayerNorm, pick_heads, scaled_dim, where_valid
 from rnnx.layers.base import RecurrentLayer, register
 from rnnx.ops.chunk import native_available
 from rnnx.ops.mlstm import FORGET_GATES, mlstm

@@ -154,8 +154,7 @@ class S4(_ssm.ConvolutionalSSM):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, channels={self.channels}, "
             f"measure={self.measure.value}, rank={self.rank}, "
-            f"bidirectional={self.bidirectional}, mode={self.mode!r}"
-            + self._backend_repr()
+            f"bidirectional={self.bidirectional}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> Tensor:

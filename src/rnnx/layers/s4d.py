@@ -107,8 +107,7 @@ class S4D(_ssm.ConvolutionalSSM):
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, init={self.init.value}, "
-            f"bidirectional={self.bidirectional}, mode={self.mode!r}"
-            + self._backend_repr()
+            f"bidirectional={self.bidirectional}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[override]

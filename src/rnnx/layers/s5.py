@@ -69,6 +69,7 @@ class S5(RecurrentLayer):
 
     def native_available(self) -> bool:
         return _ssm.scan_native_available()
+
     continuous_time: ClassVar[bool] = True
     family: ClassVar[str] = "linear time-invariant SSM"
     paper: ClassVar[str] = "arXiv 2208.04933"
@@ -133,8 +134,7 @@ class S5(RecurrentLayer):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, blocks={self.blocks}, "
             f"conj_sym={self.conj_sym}, discretization={self.discretization.value}, "
-            f"mode={self.mode!r}"
-            + self._backend_repr()
+            f"mode={self.mode!r}" + self._backend_repr()
         )
 
     @property

@@ -108,6 +108,7 @@ class sLSTM(ClassicRNN):  # the paper's name
             max_iter=self.newton_max_iter,
             tol=self.newton_tol,
             fallback=self.newton_fallback,
+            backend=self.backend,
         )
         self.newton_info.append(info)
         return y, final

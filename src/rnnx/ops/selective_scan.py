@@ -265,8 +265,9 @@ def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, cdt
 # --------------------------------------------------------------------------- chunked (torch)
 
 
-def _chunk_states(u, dt, A, B, C, h, negative):
-    """One chunk by :func:`rnnx.ops.scan`: (y (b, K, D), state after the chunk)."""
+def _chunk_states(u, dt, A, B, C, h, negative, scan_backend="auto"):
+    """One chunk by :func:`rnnx.ops.scan` (on ``scan_backend``): (y (b, K, D), state
+    after the chunk)."""
     b, K, dim = u.shape
     G, N = B.shape[-2:]
     a = torch.exp(dt.unsqueeze(-1) * A)  # (b, K, D, N)
@@ -274,17 +275,17 @@ def _chunk_states(u, dt, A, B, C, h, negative):
         a = 2 * a - 1
     # channels as (group, channel in group): B and C broadcast, never repeated per channel
     x = ((dt * u).view(b, K, G, dim // G, 1) * B.unsqueeze(3)).view(b, K, dim, N)
-    hs, last = scan(a, x, h)
+    hs, last = scan(a, x, h, backend=scan_backend)
     y = torch.einsum("bkgen,bkgn->bkge", hs.view(b, K, G, dim // G, N), C)
     return y.reshape(b, K, dim), last
 
 
-def _chunk_loop(u, dt, A, B, C, h, chunk: int, negative: bool):
+def _chunk_loop(u, dt, A, B, C, h, chunk: int, negative: bool, scan_backend: str):
     """All chunks one after another (y (b, L, D), last state), under plain autograd."""
     ys = []
     for t0 in range(0, u.shape[1], chunk):
         sl = slice(t0, t0 + chunk)
-        y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative)
+        y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative, scan_backend)
         ys.append(y)
     return (torch.cat(ys, 1) if ys else u.new_zeros(u.shape)), h
 
@@ -293,7 +294,7 @@ class _ChunkedScan(torch.autograd.Function):
     """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, h0, chunk: int, negative: bool):  # type: ignore[override]
+    def forward(ctx, u, dt, A, B, C, h0, chunk: int, negative: bool, scan_backend: str):  # type: ignore[override]
         L = u.shape[1]
         bounds = list(range(0, L, chunk))
         h = h0
@@ -302,10 +303,12 @@ class _ChunkedScan(torch.autograd.Function):
             for t0 in bounds:
                 sl = slice(t0, t0 + chunk)
                 entering.append(h)
-                y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative)
+                y, h = _chunk_states(
+                    u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative, scan_backend
+                )
                 ys.append(y)
         ctx.save_for_backward(u, dt, A, B, C, *entering)
-        ctx.chunk, ctx.negative = chunk, negative
+        ctx.chunk, ctx.negative, ctx.scan_backend = chunk, negative, scan_backend
         y = torch.cat(ys, 1) if ys else u.new_zeros(u.shape)
         return y, h
 
@@ -324,11 +327,11 @@ class _ChunkedScan(torch.autograd.Function):
                     t.detach().requires_grad_()
                     for t in (u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], entering[i])
                 ]
-                y, last = _chunk_states(*leaves, ctx.negative)
+                y, last = _chunk_states(*leaves, ctx.negative, ctx.scan_backend)
                 grads = torch.autograd.grad((y, last), leaves, (g_y[:, sl], g_h))
             gu[:, sl], gdt[:, sl], gA_i, gB[:, sl], gC[:, sl], g_h = grads
             gA += gA_i
-        return gu, gdt, gA, gB, gC, g_h, None, None
+        return gu, gdt, gA, gB, gC, g_h, None, None, None
 
 
 # --------------------------------------------------------------------------- native
@@ -480,12 +483,15 @@ def selective_scan(
         up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
     if h0 is None:
         h0 = uc.new_zeros((n_seq, dim, N))
+    # backend "torch" is PyTorch throughout (its chunks' scans too); "auto" lets them pick
+    scan_backend = backend if backend == "torch" else "auto"
+    args = (up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues, scan_backend)
     if torch.compiler.is_compiling():
         # torch.compile cannot trace the recomputing backward (autograd.grad inside a
         # Function): the compiled graph differentiates the chunk loop itself
-        y, h_last = _chunk_loop(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+        y, h_last = _chunk_loop(*args)
     else:
-        y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+        y, h_last = _ChunkedScan.apply(*args)
     if cu is not None:
         y = y[mask].unsqueeze(0)
     out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)

@@ -21,8 +21,8 @@ Sections (docs/gpu.md describes every column and the JSON file):
 2. ``timing``: forward+backward ms of every layer (batch 8, length 2048, d_model 256) in
    float32 (and bf16 autocast without ``--quick``), and decode ms per token.
 3. ``comparisons``: rnnx LSTM/GRU (cuDNN backend) against torch.nn.LSTM/GRU (target
-   <= 1.2x); ParaGRU's Newton mode against its sequential mode (target: faster);
-   sLSTM newton vs sequential; Mamba's chunk mode against Mamba-2's SSD at the same
+   <= 1.2x); ParaGRU's Newton mode against its recurrent mode (target: faster);
+   sLSTM newton vs recurrent; Mamba's chunk mode against Mamba-2's SSD at the same
    state size; flash-linear-attention and mamba-ssm kernels where importable.
 4. ``train``: ``rnnx train --accelerator <device>`` for a few steps (needs Lightning).
 
@@ -484,8 +484,8 @@ def comparisons(device, shape, repeat, quick: bool) -> list[dict[str, Any]]:
                 )
         except Exception as exc:
             rows.append({"comparison": f"{rname} vs torch.nn", "error": short(exc)})
-    # Newton against the sequential loop, same layer
-    for name, seq_mode, target in (("paragru", "sequential", 1.0), ("slstm", "sequential", None)):
+    # Newton against the step-by-step loop, same layer
+    for name, seq_mode, target in (("paragru", "recurrent", 1.0), ("slstm", "recurrent", None)):
         if quick and target is None:
             continue
         try:

@@ -44,8 +44,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
             if cls.auto_modes:  # mode "auto": the default, resolved per device
                 modes += " (" + ", ".join(f"{d}: {m}" for d, m in cls.auto_modes.items()) + ")"
             ct = "yes" if cls.continuous_time else ""
-            rows.append((name, cls.__name__, cls.family, modes, ct, cls.paper))
-        _table(rows, ("name", "class", "family", "modes (* default)", "continuous-time", "paper"))
+            backends = ", ".join(cls.backends)
+            rows.append((name, cls.__name__, cls.family, modes, backends, ct, cls.paper))
+        _table(
+            rows,
+            (
+                "name",
+                "class",
+                "family",
+                "modes (* default)",
+                "backends",
+                "continuous-time",
+                "paper",
+            ),
+        )
     if args.what in ("tasks", "all"):
         from rnnx.data import _sources, task_entries
 

@@ -51,20 +51,20 @@ def test_doc_example_modes_agree_with_all_gradients(example):
     x = torch.randn(3, 40, 5, dtype=torch.float64)
     s0 = 0.3 * torch.randn(3, 5, dtype=torch.float64)
     results = {}
-    for mode in ("sequential", "newton"):
+    for mode in ("recurrent", "newton"):
         xx, ss = x.clone().requires_grad_(), s0.clone().requires_grad_()
         with layer.using_mode(mode):
             y, s = layer(xx, ss)
         loss = (y * torch.cos(torch.arange(5.0, dtype=torch.float64))).sum() + s.sum()
         results[mode] = (y, s, *torch.autograd.grad(loss, [xx, ss, *layer.parameters()]))
-    for a, b in zip(results["newton"], results["sequential"]):
-        assert_close(a.detach(), b.detach(), rtol=1e-9, what="newton vs sequential")
+    for a, b in zip(results["newton"], results["recurrent"]):
+        assert_close(a.detach(), b.detach(), rtol=1e-9, what="newton vs recurrent")
     # step, token by token, equals the full forward
     s, ys = s0, []
     for t in range(40):
         y_t, s = layer.step(x[:, t : t + 1], s)
         ys.append(y_t)
-    assert_close(torch.cat(ys, 1), results["sequential"][0].detach(), rtol=1e-12, what="step")
+    assert_close(torch.cat(ys, 1), results["recurrent"][0].detach(), rtol=1e-12, what="step")
 
 
 def test_doc_example_lengths(example):
@@ -136,7 +136,7 @@ def test_state_size_and_readout():
     x = torch.randn(2, 7, 3)
     with torch.no_grad():
         y, s = layer(x)
-        with layer.using_mode("sequential"):
+        with layer.using_mode("recurrent"):
             y_ref, s_ref = layer(x)
     assert y.shape == (2, 7, 3) and s.shape == (2, 6)
     assert_close(y, y_ref, rtol=1e-5, what="outputs")

@@ -51,7 +51,7 @@ def flat(s):
 
 @pytest.mark.parametrize(("rcls", "tcls", "kw"), PAIRS)
 @pytest.mark.parametrize(("num_layers", "bidirectional", "batch_first"), CONFIGS)
-@pytest.mark.parametrize("backend", with_native(["native", "reference"], "rnn"))
+@pytest.mark.parametrize("backend", with_native(["native", "torch"], "rnn"))
 def test_outputs_and_states_match_torch(
     rcls, tcls, kw, num_layers, bidirectional, batch_first, backend
 ):
@@ -160,7 +160,7 @@ def test_heads_are_a_block_diagonal_recurrence(rcls, tcls, kw):
             else:
                 p.copy_(q)
     x = torch.randn(B, T, IN, dtype=torch.float64)
-    for backend in backends_here(["native", "reference"], "rnn"):
+    for backend in backends_here(["native", "torch"], "rnn"):
         multi.backend = dense.backend = backend
         y1, s1 = multi(x)
         y2, s2 = dense(x)

@@ -47,7 +47,7 @@ def test_auto_resolves_per_device_type(name):
 )
 def test_default_mode_on_cuda_is_newton(cls, cuda_mode):
     assert cls.resolve_mode("cuda") == cuda_mode
-    assert cls.resolve_mode("cpu") in ("fused", "sequential")
+    assert cls.resolve_mode("cpu") == "recurrent"
 
 
 def test_mamba_runs_chunk_on_cuda():
@@ -63,23 +63,23 @@ class MetaParaGRU(ParaGRU):
 
 def test_auto_follows_the_parameters_device_and_is_logged(caplog):
     layer = MetaParaGRU(4)
-    assert layer.mode == "fused"
+    assert layer.mode == "recurrent"
     with caplog.at_level(logging.INFO, logger="rnnx.layers"):
         layer.to("meta")
         assert layer.mode == "newton"
         assert "mode='newton'" in repr(layer)
         layer.to_empty(device="cpu")
-        assert layer.mode == "fused"
+        assert layer.mode == "recurrent"
     messages = [r.getMessage() for r in caplog.records]
     assert "MetaParaGRU: mode 'auto' runs 'newton' on meta" in messages
-    assert "MetaParaGRU: mode 'auto' runs 'fused' on cpu" in messages
+    assert "MetaParaGRU: mode 'auto' runs 'recurrent' on cpu" in messages
 
 
 def test_explicit_mode_is_never_switched():
-    layer = MetaParaGRU(4, mode="sequential")
-    assert layer.mode_setting == "sequential"
+    layer = MetaParaGRU(4, mode="recurrent")
+    assert layer.mode_setting == "recurrent"
     layer.to("meta")
-    assert layer.mode == "sequential"
+    assert layer.mode == "recurrent"
     layer.mode = "auto"
     assert layer.mode == "newton" and layer.mode_setting == "auto"
 
@@ -88,7 +88,7 @@ def test_using_mode_restores_auto():
     layer = ParaGRU(4)
     with layer.using_mode("newton"):
         assert layer.mode == "newton"
-    assert layer.mode_setting == "auto" and layer.mode == "fused"
+    assert layer.mode_setting == "auto" and layer.mode == "recurrent"
 
 
 def test_auto_is_refused_by_layers_without_auto_modes():
@@ -104,15 +104,15 @@ def test_auto_backend_is_cudnn_on_cuda(cls):
     layer = cls(4)
     assert layer.backend == "auto"
     assert layer.resolved_backend("cuda", torch.float32) == "cudnn"
-    assert layer.resolved_backend("cpu", torch.float16) == "reference"
-    assert layer.resolved_backend("cpu", torch.float32) in ("native", "reference")
-    layer.backend = "reference"
-    assert layer.resolved_backend("cuda") == "reference"
+    assert layer.resolved_backend("cpu", torch.float16) == "torch"
+    assert layer.resolved_backend("cpu", torch.float32) in ("native", "torch")
+    layer.backend = "torch"
+    assert layer.resolved_backend("cuda") == "torch"
 
 
 def test_cudnn_needs_one_head_and_a_torch_cell():
-    assert LSTM(4, num_heads=2).resolved_backend("cuda") == "reference"
-    assert sLSTM(4).resolved_backend("cuda") == "reference"
+    assert LSTM(4, num_heads=2).resolved_backend("cuda") == "torch"
+    assert sLSTM(4).resolved_backend("cuda") == "torch"
     with pytest.raises(ValueError, match=r"backend: 'cudnn' .* needs num_heads=1"):
         LSTM(4, num_heads=2, backend="cudnn")
     with pytest.raises(ValueError, match=r"cell 'slstm'"):
@@ -155,7 +155,7 @@ def test_cudnn_backend_equals_the_reference(cls, kw, with_lengths):
     x = torch.randn(B, T, 5, dtype=torch.float64)
     s0 = tuple(torch.randn_like(t) for t in leaves(layer.init_state(B)))
     lengths = torch.tensor([9, 0, 4, 1]) if with_lengths else None
-    ref = _run(layer, "reference", x, s0, lengths)
+    ref = _run(layer, "torch", x, s0, lengths)
     got = _run(layer, "cudnn", x, s0, lengths)
     assert_close(got[0], ref[0], rtol=1e-12, what="outputs")
     for a, b in zip(got[1], ref[1], strict=True):
@@ -170,7 +170,7 @@ def test_cudnn_backend_float32_and_autocast():
     torch.manual_seed(0)
     layer = LSTM(5, 6)
     x = torch.randn(2, 7, 5)
-    layer.backend = "reference"
+    layer.backend = "torch"
     y_ref, _ = layer(x)
     layer.backend = "cudnn"
     y, _ = layer(x)

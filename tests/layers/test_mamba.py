@@ -27,9 +27,10 @@ def _negative_mamba(seed=0):
 # ------------------------------------------------------------------ negative eigenvalues
 
 
-@pytest.mark.parametrize("mode", ["scan", "chunked"])
-def test_negative_eigenvalues_every_mode_matches_reference(mode):
+@pytest.mark.parametrize(("mode", "backend"), [("scan", "auto"), ("scan", "torch")])
+def test_negative_eigenvalues_every_mode_matches_reference(mode, backend):
     layer = _negative_mamba()
+    layer.backend = backend
     x, s0 = inputs(), random_state(layer)
     y, s, g = run(layer, x, s0, mode)
     y_r, s_r, g_r = run(layer, x, s0, "recurrent")
@@ -161,12 +162,14 @@ def test_initialisation_follows_the_papers():
 
 
 @pytest.mark.parametrize(
-    ("cls", "mode"), [(Mamba, "scan"), (Mamba, "chunked"), (Mamba2, "chunked")]
+    ("cls", "mode", "backend"),
+    [(Mamba, "scan", "auto"), (Mamba, "scan", "torch"), (Mamba2, "chunk", "auto")],
 )
-def test_float32_matches_float64(cls, mode):
+def test_float32_matches_float64(cls, mode, backend):
     torch.manual_seed(0)
     layer = cls(16, headdim=8, ngroups=2) if cls is Mamba2 else cls(16)
     layer.mode = mode
+    layer.backend = backend
     x = torch.randn(2, 300, 16)
     with torch.no_grad():
         y32, s32 = layer(x)

@@ -1,4 +1,4 @@
-"""ParaGRU and ParaLSTM: Newton and the fused kernel against the sequential loop.
+"""ParaGRU and ParaLSTM: Newton and the native loop against the Python loop.
 
 The generated matrix (tests/layers/test_contract.py) covers every mode in float64 on
 tiny shapes. Here: float32 at lengths up to 4096 (outputs, final state and every
@@ -19,11 +19,13 @@ from tests.conftest import assert_close, needs_native
 LAYERS = [ParaGRU, ParaLSTM]
 
 
-def _run(layer, mode, x, s0, lengths=None):
+def _run(layer, mode, x, s0, lengths=None, backend="auto"):
     x = x.clone().requires_grad_()
     s0 = s0.clone().requires_grad_()
+    old, layer.backend = layer.backend, backend
     with layer.using_mode(mode):
         y, s = layer(x, s0, lengths=lengths)
+    layer.backend = old
     g = torch.Generator().manual_seed(3)
     loss = (y * torch.randn(y.shape, generator=g)).sum() + (
         s * torch.randn(s.shape, generator=g)
@@ -56,7 +58,7 @@ def test_newton_matches_sequential_float32(cls, T):
     torch.manual_seed(0)
     layer = cls(8)
     x, s0 = _inputs(layer, 2, T)
-    ref = _run(layer, "sequential", x, s0)
+    ref = _run(layer, "recurrent", x, s0, backend="torch")
     out = _run(layer, "newton", x, s0)
     assert layer.newton_info.converged and not layer.newton_info.fell_back
     _compare(out, ref, 1e-5, f"newton T={T}")
@@ -71,8 +73,8 @@ def test_fused_matches_sequential_float32_with_lengths(cls):
     assert fused_available(x)
     lengths = torch.tensor([300, 123, 0])
     _compare(
-        _run(layer, "fused", x, s0, lengths),
-        _run(layer, "sequential", x, s0, lengths),
+        _run(layer, "recurrent", x, s0, lengths),
+        _run(layer, "recurrent", x, s0, lengths, backend="torch"),
         1e-5,
         "fused",
     )
@@ -95,11 +97,11 @@ def test_fused_runs_the_python_loop_without_native_kernels(cls, monkeypatch):
     torch.manual_seed(3)
     layer = cls(6)
     x, s0 = _inputs(layer, 2, 9)
-    ref = _run(layer, "sequential", x, s0)
+    ref = _run(layer, "recurrent", x, s0, backend="torch")
     # as without a compiler (or with RNNX_NATIVE=0): the loader returns no library
     monkeypatch.setattr(_native, "load", lambda name: None)
     assert not fused_available(x)
-    out = _run(layer, "fused", x, s0)
+    out = _run(layer, "recurrent", x, s0)
     _compare(out, ref, 1e-6, "fused without native")
 
 

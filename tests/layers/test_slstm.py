@@ -45,7 +45,7 @@ def unstabilised_slstm(layer: sLSTM, x: torch.Tensor):
 
 
 @pytest.mark.parametrize("heads", [1, 2, 4])
-@pytest.mark.parametrize("backend", with_native(["native", "reference"], "rnn"))
+@pytest.mark.parametrize("backend", with_native(["native", "torch"], "rnn"))
 def test_matches_the_unstabilised_equations(heads, backend):
     torch.manual_seed(0)
     layer = sLSTM(6, 8, num_heads=heads, backend=backend).double()
@@ -57,7 +57,7 @@ def test_matches_the_unstabilised_equations(heads, backend):
     assert_close(n[:, 0], n_ref * torch.exp(-m[:, 0]), rtol=1e-12, what="n = n_unstab exp(-m)")
 
 
-@pytest.mark.parametrize("backend", with_native(["native", "reference"], "rnn"))
+@pytest.mark.parametrize("backend", with_native(["native", "torch"], "rnn"))
 def test_stabiliser_keeps_large_input_gates_finite(backend):
     """exp(80) overflows float32; the stabilised cell does not."""
     layer = sLSTM(4, backend=backend)
@@ -76,7 +76,7 @@ def test_native_and_reference_agree_in_float32_with_heads():
     layer = sLSTM(16, 32, num_heads=4, num_layers=2, bidirectional=True)
     x = torch.randn(4, 20, 16)
     y, s = layer(x)
-    layer.backend = "reference"
+    layer.backend = "torch"
     y_r, s_r = layer(x)
     assert_close(y, y_r, rtol=1e-5, what="outputs")
     for a, b in zip(s, s_r):

@@ -7,7 +7,9 @@ initial state's included), run packed sequences against padded ones, and run gra
 
 from __future__ import annotations
 
+import functools
 import itertools
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,11 +48,24 @@ def make_inputs(spec: OpSpec, B, T, H, K, V, *, dtype=torch.float64, seed=0):
     return (q, k, v, *gates)
 
 
+def op_for(spec: OpSpec, backend: str) -> Callable:
+    """The op on ``backend``, or for ``"reference"`` its ``*_reference`` function (the
+    step-by-step oracle, once spelled ``backend="reference"``)."""
+    if backend != "reference":
+        return functools.partial(spec.fn, backend=backend)
+    fn, kw = spec.fn, {}
+    if isinstance(fn, functools.partial):
+        fn, kw = fn.func, dict(fn.keywords)
+    return functools.partial(getattr(sys.modules[fn.__module__], fn.__name__ + "_reference"), **kw)
+
+
 def run_with_grads(spec: OpSpec, inputs, state, seed=5, **kw):
     """Outputs, final state and the gradients of a random functional of both."""
     ins = [t.clone().requires_grad_() for t in inputs]
     s0 = None if state is None else tree_map(lambda t: t.clone().requires_grad_(), state)
-    o, final = spec.fn(*ins, initial_state=s0, output_final_state=True, **kw)
+    o, final = op_for(spec, kw.pop("backend", "auto"))(
+        *ins, initial_state=s0, output_final_state=True, **kw
+    )
     g = torch.Generator().manual_seed(seed)
     loss = (o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum()
     for s in leaves(final):
@@ -142,9 +157,7 @@ def check_long(spec, backends, T, *, grads: bool):
             assert_matches(spec, got, ref, 1e-8, f"{backend} long T={T}")
         return
     with torch.no_grad():
-        o_r, s_r = spec.fn(
-            *inputs, initial_state=state, output_final_state=True, backend="reference"
-        )
+        o_r, s_r = op_for(spec, "reference")(*inputs, initial_state=state, output_final_state=True)
         for backend in backends:
             o, s = spec.fn(*inputs, initial_state=state, output_final_state=True, backend=backend)
             assert_close(o, o_r, rtol=1e-9, what=f"{spec.name} {backend} T={T}: output")
@@ -160,7 +173,7 @@ def check_dtypes(spec, backend):
     for dtype, rtol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
         ins = [t.to(dtype) for t in inputs64]
         o, s = spec.fn(*ins, output_final_state=True, chunk_size=8, backend=backend)
-        o_r, s_r = spec.fn(*(t.double() for t in ins), output_final_state=True, backend="reference")
+        o_r, s_r = op_for(spec, "reference")(*(t.double() for t in ins), output_final_state=True)
         assert o.dtype == dtype
         assert all(t.dtype == torch.float32 for t in leaves(s))
         assert_close(o.double(), o_r, rtol=rtol, what=f"{spec.name} {dtype} output")

@@ -49,7 +49,7 @@ SPECS = {
     "gla": OpSpec("gla", chunk.gla, _vector_decay, plain_state),
 }
 # (op, backend): GLA has the pure-PyTorch chunked form and the native kernel
-CASES = [(n, "chunk") for n in SPECS] + [("gla", "native")]
+CASES = [(n, "torch") for n in SPECS] + [("gla", "native")]
 
 
 @pytest.mark.parametrize(("name", "backend"), with_native_pairs(CASES, "chunk"))
@@ -98,7 +98,7 @@ def test_retention_is_simple_gla_with_a_constant_gate():
     q, k, v, log_decay = make_inputs(SPECS["retention"], 2, 13, 3, 4, 5)
     o1, s1 = chunk.retention(q, k, v, log_decay, output_final_state=True, chunk_size=4)
     g = log_decay.expand(2, 13, 3)
-    o2, s2 = chunk.simple_gla(q, k, v, g, output_final_state=True, backend="reference")
+    o2, s2 = chunk.simple_gla_reference(q, k, v, g, output_final_state=True)
     assert_close(o1, o2, rtol=1e-12)
     assert_close(s1, s2, rtol=1e-12)
 
@@ -112,14 +112,14 @@ def test_gla_with_equal_decays_is_simple_gla():
     assert_close(s1, s2, rtol=1e-12)
 
 
-@pytest.mark.parametrize("backend", with_native(["native", "chunk"], "chunk"))
+@pytest.mark.parametrize("backend", with_native(["native", "torch"], "chunk"))
 def test_gla_extreme_decay_stays_finite(backend):
     """Decays of e^-200 per step: every exponential the chunked form takes is <= 1."""
     q, k, v, _ = make_inputs(SPECS["gla"], 1, 40, 1, 4, 3, dtype=torch.float32)
     g = torch.full((1, 40, 1, 4), -200.0)
     g[..., :2] = -1e-3
     o, s = chunk.gla(q, k, v, g, output_final_state=True, chunk_size=16, backend=backend)
-    o_r, s_r = chunk.gla(q, k, v, g, output_final_state=True, backend="reference")
+    o_r, s_r = chunk.gla_reference(q, k, v, g, output_final_state=True)
     assert torch.isfinite(o).all() and torch.isfinite(s).all()
     assert_close(o, o_r, rtol=1e-5)
     assert_close(s, s_r, rtol=1e-5)
@@ -146,7 +146,7 @@ def test_native_backend_reports_dtype():
         ({"g": torch.randn(2, 5, 3, 4)}, ValueError, r"g: expected shape \(2, 5, 3\)"),
         ({"q": torch.ones(2, 5, 3, 4, dtype=torch.long)}, TypeError, r"q: expected a floating"),
         ({"initial_state": torch.zeros(2, 3, 4)}, ValueError, r"initial_state: expected shape"),
-        ({"backend": "cuda"}, ValueError, r"backend: expected one of \('auto', 'chunk'"),
+        ({"backend": "cuda"}, ValueError, r"backend: expected one of \('auto', 'torch'"),
         ({"chunk_size": 0}, ValueError, r"chunk_size: expected an int >= 1"),
         (
             {"cu_seqlens": torch.tensor([0, 5])},
@@ -199,11 +199,11 @@ def test_auto_falls_back_to_pytorch_without_the_native_kernel():
 
     q, k, v, g = make_inputs(SPECS["gla"], 1, 9, 1, 3, 2)
     o, _ = chunk.gla(q, k, v, g, chunk_size=4)
-    o_r, _ = chunk.gla(q, k, v, g, backend="reference")
+    o_r, _ = chunk.gla_reference(q, k, v, g)
     assert_close(o, o_r, rtol=1e-10)
     with pytest.raises(RuntimeError, match=r"backend: 'native' was requested but the native"):
         chunk.gla(q, k, v, g, backend="native")
     i, f = g[..., 0], g[..., 1]
     h, _ = mlstm_ops.mlstm(q, k, v, i, f, chunk_size=4)
-    h_r, _ = mlstm_ops.mlstm(q, k, v, i, f, backend="reference")
+    h_r, _ = mlstm_ops.mlstm_reference(q, k, v, i, f)
     assert_close(h, h_r, rtol=1e-10)

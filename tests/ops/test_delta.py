@@ -46,39 +46,39 @@ NAMES = list(SPECS)
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize(("chunk_size", "T"), [(16, 41), (32, 75), (64, 100), (64, 1)])
 def test_chunk_matches_reference(name, chunk_size, T):
-    check_chunk_matches_reference(SPECS[name], "chunk", chunk_size, T, rtol=1e-9)
+    check_chunk_matches_reference(SPECS[name], "torch", chunk_size, T, rtol=1e-9)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_float32_matches_reference(name):
-    check_chunk_matches_reference(SPECS[name], "chunk", 16, 50, dtype=torch.float32, rtol=2e-4)
+    check_chunk_matches_reference(SPECS[name], "torch", 16, 50, dtype=torch.float32, rtol=2e-4)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_packed_matches_reference_and_padded(name):
-    check_packed(SPECS[name], "chunk")
-    check_packed(SPECS[name], "chunk", lens=(3, 9), with_state=False)
+    check_packed(SPECS[name], "torch")
+    check_packed(SPECS[name], "torch", lens=(3, 9), with_state=False)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_gradcheck(name):
-    check_gradcheck(SPECS[name], "chunk")
+    check_gradcheck(SPECS[name], "torch")
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_long_sequence(name):
-    check_long(SPECS[name], ["chunk"], 8192, grads=False)
+    check_long(SPECS[name], ["torch"], 8192, grads=False)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_long_sequence_gradients(name):
-    check_long(SPECS[name], ["chunk"], 8192, grads=True)
+    check_long(SPECS[name], ["torch"], 8192, grads=True)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_dtypes(name):
-    check_dtypes(SPECS[name], "chunk")
+    check_dtypes(SPECS[name], "torch")
 
 
 def test_beta_zero_is_the_identity_and_decay_scales():
@@ -95,7 +95,7 @@ def test_beta_zero_is_the_identity_and_decay_scales():
     assert_close(s, s0 * torch.exp(torch.tensor(-0.9, dtype=torch.float64)), rtol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["chunk", "reference"])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_beta_two_counts_modulo_two(backend):
     """With a fixed unit key and β_t = 2·x_t the transition is a reflection when x_t = 1:
     the memory along k is (−1)^(number of ones) times its start, i.e. the parity, which

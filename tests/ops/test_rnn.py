@@ -83,7 +83,7 @@ def test_native_matches_reference(cell, dtype, B, T, H, heads):
     for reverse, lens, time_major in [(False, None, False), (True, lengths, True)]:
         inputs = make_inputs(cell, B, T, H, heads, dtype, time_major=time_major)
         y, s, gr = run(cell, inputs, "native", lengths=lens, reverse=reverse, heads=heads)
-        y_r, s_r, gr_r = run(cell, inputs, "reference", lengths=lens, reverse=reverse, heads=heads)
+        y_r, s_r, gr_r = run(cell, inputs, "torch", lengths=lens, reverse=reverse, heads=heads)
         what = f"{cell} reverse={reverse} lengths={lens is not None}"
         assert_close(y, y_r, rtol=rtol, what=f"{what} outputs")
         for name, a, b in zip(state_names(cell), s, s_r):
@@ -160,7 +160,7 @@ def test_nan_and_inf_propagate_like_the_reference(cell, dtype):
     gx[2, 6, 3::7] = float("-inf")
     with torch.no_grad():
         y, final = rnn_sequence(cell, gx, w, state, bias_hn=bias, backend="native")
-        y_ref, final_ref = rnn_sequence(cell, gx, w, state, bias_hn=bias, backend="reference")
+        y_ref, final_ref = rnn_sequence(cell, gx, w, state, bias_hn=bias, backend="torch")
     assert y_ref.isnan().any()
     tol = 1e-5 if dtype == torch.float32 else 1e-12
     for got, want, what in [(y, y_ref, "y"), *zip(final, final_ref, state_names(cell))]:
@@ -202,7 +202,7 @@ def test_native_backend_refuses_unsupported_dtype():
 def test_fallback_warns_once_and_matches(monkeypatch):
     """If the kernel cannot be built, auto runs the reference after one RnnxWarning."""
     gx, w, state, _ = make_inputs("lstm", 2, 5, 6, 1, torch.float64)
-    expected = rnn_sequence("lstm", gx, w, state, backend="reference")
+    expected = rnn_sequence("lstm", gx, w, state, backend="torch")
     monkeypatch.setenv("RNNX_NATIVE", "1")
     monkeypatch.setattr(_native, "_build", lambda name: (_ for _ in ()).throw(OSError("no cc")))
     with _native.preserved():

@@ -16,9 +16,9 @@ from tests.conftest import assert_close, native_available, with_native
 
 scan_module = sys.modules["rnnx.ops.scan"]
 
-FAST = with_native(["chunked", "native"], "scan")
+FAST = with_native(["torch", "native"], "scan")
 #: the backends hypothesis draws from (a strategy cannot skip one)
-FAST_HERE = ["chunked", *(["native"] if native_available("scan") else [])]
+FAST_HERE = ["torch", *(["native"] if native_available("scan") else [])]
 
 
 def _case(structure, a_shape_kind: str, dtype, B=3, L=29, feats=(6,)):
@@ -104,6 +104,8 @@ def test_gradcheck_float64(backend, structure, dtype):
     h0.requires_grad_()
 
     def fn(a, b, h0):
+        if backend == "reference":
+            return scan_reference(a, b, h0, structure=structure)
         return scan(a, b, h0, structure=structure, backend=backend)
 
     assert torch.autograd.gradcheck(fn, (a, b, h0), eps=1e-6, atol=1e-7)

@@ -16,8 +16,8 @@ from tests.conftest import assert_close, native_available, with_native
 
 ss_module = sys.modules["rnnx.ops.selective_scan"]
 
-FAST = with_native(["chunked", "native"], "selective_scan")
-FAST_HERE = ["chunked", *(["native"] if native_available("selective_scan") else [])]
+FAST = with_native(["torch", "native"], "selective_scan")
+FAST_HERE = ["torch", *(["native"] if native_available("selective_scan") else [])]
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"]
 
 

@@ -75,7 +75,7 @@ def test_chunked_matches_reference(chunk_size, L):
     c = _case(L=L, groups=2, H=4)
     ref = _run(c, backend="reference")
     _assert_match(
-        _run(c, backend="chunked", chunk_size=chunk_size), ref, 1e-10, f"chunk {chunk_size}"
+        _run(c, backend="torch", chunk_size=chunk_size), ref, 1e-10, f"chunk {chunk_size}"
     )
 
 
@@ -86,7 +86,7 @@ def test_chunked_matches_reference(chunk_size, L):
 def test_shapes(L, H, P, N, groups, d_shape):
     c = _case(L=L, H=H, P=P, N=N, groups=groups, d_shape=d_shape, batch=3)
     _assert_match(
-        _run(c, backend="chunked", chunk_size=16), _run(c, backend="reference"), 1e-10, "shape"
+        _run(c, backend="torch", chunk_size=16), _run(c, backend="reference"), 1e-10, "shape"
     )
 
 
@@ -107,7 +107,7 @@ def test_float32_with_fast_decay_matches_float64_reference():
     c["A"] = torch.tensor([-0.01, -1.0, -20.0, -60.0], dtype=torch.float64)
     y_r, last_r, _ = _run(c, backend="reference", with_grad=False)
     c32 = {k: v.float() for k, v in c.items()}
-    y, last, _ = _run(c32, backend="chunked", with_grad=False, chunk_size=64)
+    y, last, _ = _run(c32, backend="torch", with_grad=False, chunk_size=64)
     assert y.dtype == torch.float32 and last.dtype == torch.float32
     assert torch.isfinite(y).all()
     assert_close(y.double(), y_r, rtol=2e-5)
@@ -117,12 +117,12 @@ def test_float32_with_fast_decay_matches_float64_reference():
 def test_long_sequence_forward():
     c = _case(batch=1, L=8192, H=2, P=2, N=4)
     y_r, last_r, _ = _run(c, backend="reference", with_grad=False)
-    y, last, _ = _run(c, backend="chunked", with_grad=False, chunk_size=64)
+    y, last, _ = _run(c, backend="torch", with_grad=False, chunk_size=64)
     assert_close(y, y_r, rtol=1e-10)
     assert_close(last, last_r, rtol=1e-10)
 
 
-@pytest.mark.parametrize("backend", ["chunked", "reference"])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_gradcheck_float64(backend):
     c = _case(batch=2, L=7, H=2, P=2, N=3, groups=2)
     names = list(c)
@@ -131,10 +131,10 @@ def test_gradcheck_float64(backend):
         return _call(dict(zip(names, xs)), backend=backend, chunk_size=3)
 
     xs = [c[k].clone().requires_grad_() for k in names]
-    assert torch.autograd.gradcheck(f, xs, eps=1e-6, atol=1e-7, fast_mode=backend == "chunked")
+    assert torch.autograd.gradcheck(f, xs, eps=1e-6, atol=1e-7, fast_mode=backend == "torch")
 
 
-@pytest.mark.parametrize("backend", ["chunked", "reference"])
+@pytest.mark.parametrize("backend", ["torch", "reference"])
 def test_packed_equals_padded_and_separate(backend):
     lengths = [13, 0, 40, 7]
     c = _case(batch=4, L=40, H=2, P=3, N=4)
@@ -192,7 +192,7 @@ def test_backward_keeps_no_state_per_step():
 
     leaves = {k: v.requires_grad_() for k, v in c.items()}
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _call(leaves, backend="chunked", chunk_size=16)
+        _call(leaves, backend="torch", chunk_size=16)
     per_step_states = 2 * 512 * 2 * 16 * 16
     assert max(saved) <= per_step_states / 8, f"a saved tensor of {max(saved)} numbers"
 

@@ -4,8 +4,10 @@ For each layer (``paragru``, ``paralstm``) and length T, at batch 8, d_in = d_h 
 float32, one forward and backward of ``y.sum()``:
 
 * ``loop``: the cell in a Python loop with linear-cost backward (iterate over
-  ``x.unbind(1)``, stack once): rnnx's ``"sequential"`` mode, the baseline;
-* ``fused``: rnnx's default mode, the sequential recurrence in one native kernel;
+  ``x.unbind(1)``, stack once): rnnx's mode ``"recurrent"`` on backend ``"torch"``, the
+  baseline;
+* ``fused``: rnnx's default, mode ``"recurrent"`` on backend ``"auto"``: the recurrence in
+  one native kernel;
 * ``newton``: rnnx's ``"newton"`` mode (Newton + scan, adjoint backward), with its
   iteration count and final residual max |f(h_{t-1}, x_t) - h_t|;
 * ``pararnn-torch``: ``pararnn.solvers.newton.newton_apply`` with the default
@@ -82,9 +84,10 @@ def _peer_cell(name: str, layer: ParaGRU | ParaLSTM, D: int, pararnn: Any) -> to
     return cell
 
 
-def _ours(layer, mode: str, x: torch.Tensor):
+def _ours(layer, mode: str, x: torch.Tensor, backend: str = "auto"):
     def fn():
         layer.mode = mode
+        layer.backend = backend
         xx = x.detach().requires_grad_()
         y, _ = layer(xx)
         y.sum().backward()
@@ -142,8 +145,8 @@ def _measure(name: str, B: int, T: int, D: int, repeat: int, peer: bool) -> dict
     x = torch.randn(B, T, D)
     few = max(1, repeat // 2)
     t: dict[str, float] = {}
-    t["loop"] = timeit(_ours(layer, "sequential", x), repeat=few)["median"]
-    t["fused"] = timeit(_ours(layer, "fused", x), repeat=repeat)["median"]
+    t["loop"] = timeit(_ours(layer, "recurrent", x, "torch"), repeat=few)["median"]
+    t["fused"] = timeit(_ours(layer, "recurrent", x), repeat=repeat)["median"]
     t["newton"] = timeit(_ours(layer, "newton", x), repeat=repeat)["median"]
     info = layer.newton_info
     assert info is not None  # set by the newton run just timed

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import torch
 
@@ -122,7 +122,7 @@ def _classic_rows(kind: str, B: int, T: int, H: int, repeat: int) -> list[dict[s
 def _slstm_rows(
     B: int, T: int, H: int, NH: int, repeat: int, peer: bool
 ) -> tuple[list[dict[str, Any]], str]:
-    from rnnx.ops.rnn import Backend, rnn_sequence
+    from rnnx.ops.rnn import rnn_sequence
 
     torch.manual_seed(0)
     DH = H // NH
@@ -134,12 +134,12 @@ def _slstm_rows(
         def fn() -> None:
             g = gx.detach().requires_grad_()
             w = R.detach().requires_grad_()
-            y, _ = rnn_sequence("slstm", g, w, state, num_heads=NH, backend=cast(Backend, backend))
+            y, _ = rnn_sequence("slstm", g, w, state, num_heads=NH, backend=backend)
             y.sum().backward()
 
         return fn
 
-    fns = {"rnnx": ours("auto"), "reference": ours("reference")}
+    fns = {"rnnx": ours("auto"), "reference": ours("torch")}
     note = "flashrnn: skipped (--no-peer)"
     if peer:
         mod, why = import_peer("flashrnn")

@@ -144,9 +144,9 @@ def _measure(case: str, B: int, T: int, D: int, repeat: int) -> dict[str, Any]:
     t = {
         "pass": timeit(_pass(case, a, b, out), repeat=repeat)["median"],
         "scan fwd": timeit(lambda: scan(a, b, structure=structure), repeat=repeat)["median"],
-        "chunked fwd": timeit(
-            lambda: scan(a, b, structure=structure, backend="chunked"), repeat=few
-        )["median"],
+        "chunked fwd": timeit(lambda: scan(a, b, structure=structure, backend="torch"), repeat=few)[
+            "median"
+        ],
         "loop fwd": timeit(_loop_fwd(case, a, b), repeat=few)["median"],
         "scan fwd+bwd": timeit(_scan_fwd_bwd(a, b, structure, "auto"), repeat=repeat)["median"],
         "loop fwd+bwd": timeit(_loop_fwd_bwd(case, a, b), repeat=few, warmup=0)["median"],

@@ -33,7 +33,7 @@ import sys
 import types
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import torch
 
@@ -46,7 +46,7 @@ from rnnx.bench._common import (
     timeit,
     write_json,
 )
-from rnnx.ops.selective_scan import Backend, selective_scan
+from rnnx.ops.selective_scan import selective_scan, selective_scan_reference
 
 DESCRIPTION = "Mamba selective scan vs mamba_ssm's selective_scan_ref and a recurrent loop"
 
@@ -197,7 +197,21 @@ def make_inputs(batch: int, dim: int, state: int, length: int, seed: int = 0) ->
     }
 
 
-def _rnnx(inp: dict[str, Any], backend: str, chunk: int):
+def _rnnx(inp: dict[str, Any], variant: str, chunk: int):
+    """``variant``: ``"native"``, ``"chunked"`` (backend ``"torch"``) or ``"reference"``
+    (:func:`selective_scan_reference`, the loop over time)."""
+    if variant == "reference":
+        return selective_scan_reference(
+            inp["u"],
+            inp["delta"],
+            inp["A"],
+            inp["B"],
+            inp["C"],
+            inp["D"],
+            inp["z"],
+            delta_bias=inp["delta_bias"],
+            delta_softplus=True,
+        )[0]
     return selective_scan(
         inp["u"],
         inp["delta"],
@@ -209,7 +223,7 @@ def _rnnx(inp: dict[str, Any], backend: str, chunk: int):
         delta_bias=inp["delta_bias"],
         delta_softplus=True,
         chunk_size=chunk,
-        backend=cast(Backend, backend),  # the callers name the op's backends
+        backend="torch" if variant == "chunked" else variant,
     )[0]
 
 

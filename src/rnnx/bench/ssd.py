@@ -2,8 +2,9 @@
 
 Shape: batch 4, length 2048, 4 heads of 64 channels, state 64, one group of B/C, float32.
 
-* ``fwd`` / ``fwd+bwd``: ``backend="chunked"`` against ``ssd_reference`` (a loop over
-  ``unbind(1)`` with stack at the end: linear-cost backward), and against the paper's own
+* ``fwd`` / ``fwd+bwd``: the chunked algorithm (rows ``chunked``, ``backend="torch"``)
+  against ``ssd_reference`` (a loop over ``unbind(1)`` with stack at the end:
+  linear-cost backward), and against the paper's own
   minimal chunked listing, ``mamba_ssm.modules.ssd_minimal.ssd_minimal_discrete``
   (plain PyTorch; Listing 1 of arXiv 2405.21060) when mamba_ssm is installed (see
   :mod:`rnnx.bench.selective_scan` for how; its triton import gets a stand-in). Outputs
@@ -17,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-from typing import Any, cast
+from typing import Any
 
 import torch
 
 from rnnx.bench._common import machine_info, markdown_table, ms, peak_memory, write_json
 from rnnx.bench.selective_scan import decode_latency, load_mamba_module, no_grad, time_in_turns
-from rnnx.ops.ssd import Backend, ssd
+from rnnx.ops.ssd import ssd, ssd_reference
 
 DESCRIPTION = "Mamba-2 SSD: chunked vs recurrent reference (and mamba_ssm's ssd_minimal)"
 
@@ -52,15 +53,13 @@ def make_inputs(batch: int, length: int, heads: int, headdim: int, state: int) -
     }
 
 
-def _rnnx(inp: dict, backend: str, chunk: int):
+def _rnnx(inp: dict, variant: str, chunk: int):
+    """``variant``: ``"chunked"`` (:func:`ssd`, backend ``"torch"``) or ``"reference"``
+    (:func:`ssd_reference`, the recurrence)."""
+    if variant == "reference":
+        return ssd_reference(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"])[0]
     return ssd(
-        inp["x"],
-        inp["dt"],
-        inp["A"],
-        inp["B"],
-        inp["C"],
-        chunk_size=chunk,
-        backend=cast(Backend, backend),  # the callers name the op's backends
+        inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], chunk_size=chunk, backend="torch"
     )[0]
 
 

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rnnx._checks import require_choice, require_positive_int
+from rnnx._checks import require_positive_int
 from rnnx.layers.base import RecurrentLayer, State
-from rnnx.ops.rnn import BACKENDS, native_rnn_available, rnn_sequence
+from rnnx.ops.rnn import native_rnn_available, rnn_sequence
 from rnnx.ops.rnn_cudnn import CUDNN_CELLS, rnn_cudnn
 
 __all__ = ["ClassicRNN"]
@@ -73,14 +73,15 @@ class ClassicRNN(RecurrentLayer):
             CPU float32/float64 when it builds, else the PyTorch reference. ``"cudnn"``:
             torch's fused RNN op, what torch.nn.LSTM/GRU/RNN call (cuDNN on CUDA, torch's
             own loop on the CPU; :mod:`rnnx.ops.rnn_cudnn`). ``"native"`` or
-            ``"reference"``: see :func:`rnnx.ops.rnn.rnn_sequence`.
-        mode: ``"sequential"`` (the only mode: the step-by-step recurrence).
+            ``"torch"``: see :func:`rnnx.ops.rnn.rnn_sequence`.
+        mode: ``"recurrent"`` (the only mode: the step-by-step recurrence).
     """
 
-    modes: ClassVar[tuple[str, ...]] = ("sequential",)
-    default_mode: ClassVar[str] = "sequential"
-    reference_mode: ClassVar[str] = "sequential"
-    step_mode: ClassVar[str] = "sequential"
+    modes: ClassVar[tuple[str, ...]] = ("recurrent",)
+    default_mode: ClassVar[str] = "recurrent"
+    reference_mode: ClassVar[str] = "recurrent"
+    step_mode: ClassVar[str] = "recurrent"
+    backends: ClassVar[tuple[str, ...]] = ("auto", "native", "torch", "cudnn")
     family: ClassVar[str] = "classic nonlinear RNN"
     #: G, the gates per unit.
     num_gates: ClassVar[int] = 1
@@ -145,22 +146,14 @@ class ClassicRNN(RecurrentLayer):
 
     # ------------------------------------------------------------------ configuration
 
-    @property
-    def backend(self) -> str:
-        """``"auto"``, ``"cudnn"``, ``"native"`` or ``"reference"``: how the time loop
-        runs (see :meth:`resolved_backend` for what ``"auto"`` picks)."""
-        return self._backend
-
-    @backend.setter
-    def backend(self, value: str) -> None:
-        value = require_choice(f"backend (of {type(self).__name__})", value, (*BACKENDS, "cudnn"))
-        if value == "cudnn" and not self.cudnn_supported():
+    def _check_backend(self, backend: str) -> None:
+        """``"cudnn"`` only where :meth:`cudnn_supported`."""
+        if backend == "cudnn" and not self.cudnn_supported():
             raise ValueError(
                 f"backend: 'cudnn' (torch's fused RNN op) needs num_heads=1 and a cell "
                 f"torch.nn has (Elman, LSTM, GRU); {type(self).__name__} has cell "
                 f"{self.cell()!r} and num_heads={self.num_heads}"
             )
-        self._backend = value
 
     def cudnn_supported(self) -> bool:
         """Whether torch's fused RNN op computes this configuration: one head (no
@@ -172,24 +165,23 @@ class ClassicRNN(RecurrentLayer):
     ) -> str:
         """The implementation :meth:`forward` runs for inputs on ``device`` (default:
         the parameters' device) computing in ``dtype`` (default: the state dtype):
-        ``"cudnn"``, ``"native"`` or ``"reference"``.
+        ``"cudnn"``, ``"native"`` or ``"torch"``.
 
         ``backend="auto"`` picks ``"cudnn"`` on CUDA when :meth:`cudnn_supported`,
         ``"native"`` for CPU float32/float64 when the kernel builds, else
-        ``"reference"``; an explicit backend is used as it is. Depends on the device,
+        ``"torch"`` (the PyTorch loop); an explicit backend is used as it is. Depends on the device,
         the dtype and the configuration only, never on the input's values or length.
         (One-token decode steps with ``"auto"`` use torch's fused cells, which compute
         the same function.)
         """
         device = torch.device(device) if device is not None else self._device()
-        dtype = dtype if dtype is not None else self.state_dtype()
-        if self.backend != "auto":
-            return self.backend
-        if self._uses_cudnn(device):
+        if self.backend == "auto" and self._uses_cudnn(device):
             return "cudnn"
-        if device.type == "cpu" and dtype in (torch.float32, torch.float64):
-            return "native" if native_rnn_available() else "reference"
-        return "reference"
+        return super().resolved_backend(device, dtype)
+
+    def native_available(self) -> bool:
+        """Whether the native RNN kernel builds and loads here."""
+        return native_rnn_available()
 
     def _uses_cudnn(self, device: torch.device) -> bool:
         """Whether :meth:`forward` runs the ``"cudnn"`` backend on ``device`` (the part of

@@ -154,6 +154,18 @@ class BidirectionalMixin:
         return super().step(x_chunk, state, dt=dt)  # type: ignore[misc]
 
 
+#: The backends of the layers whose fast ops are :func:`rnnx.ops.scan` (mode ``"scan"``:
+#: native or PyTorch; the convolution and the recurrent loop are PyTorch).
+SCAN_BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
+
+
+def scan_native_available() -> bool:
+    """Whether the native scan kernel builds and loads here."""
+    from rnnx.ops.scan import native_available
+
+    return native_available()
+
+
 class ConvolutionalSSM(BidirectionalMixin, RecurrentLayer):
     """The base of the linear time-invariant SSM layers with a convolutional view
     (LSSL, S4, S4D): their modes, and the one dispatch of ``forward``.
@@ -170,6 +182,10 @@ class ConvolutionalSSM(BidirectionalMixin, RecurrentLayer):
     step_mode: ClassVar[str] = "recurrent"
     continuous_time: ClassVar[bool] = True
     family: ClassVar[str] = "linear time-invariant SSM"
+    backends: ClassVar[tuple[str, ...]] = SCAN_BACKENDS
+
+    def native_available(self) -> bool:
+        return scan_native_available()
 
     def _forward(
         self,
@@ -230,6 +246,7 @@ def diagonal_mimo(
     *,
     out_scale: float,
     mode: str,
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """A complex diagonal MIMO SSM (S5, LRU): x_k = Ā x_{k-1} + B̄ u_k, y = s Re(C x).
 
@@ -241,6 +258,7 @@ def diagonal_mimo(
         out_scale: s (2 when one of each conjugate pair is stored, else 1).
         mode: ``"scan"`` (:func:`rnnx.ops.scan`, native complex kernel on CPU) or
             ``"recurrent"`` (a loop over time).
+        backend: the :func:`rnnx.ops.scan` backend of mode ``"scan"``.
 
     Returns:
         ``(y (B, L, H), state after lengths[b] steps)``.
@@ -259,7 +277,7 @@ def diagonal_mimo(
     Bu = torch.view_as_complex((zero_padding(u, lengths) @ W_B.T).unflatten(-1, (P, 2)))
     b = dB * Bu
     if mode == "scan":
-        h, _ = scan(dA, b, state)
+        h, _ = scan(dA, b, state, backend=backend)
         last = last_valid(h, lengths, state)
     else:
         Bsz, L, P = b.shape

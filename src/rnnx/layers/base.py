@@ -11,6 +11,8 @@
     layer.modes                                   # e.g. ("recurrent", "scan", "conv")
     layer.mode = "scan"                           # explicit; never switched silently
     layer.mode = "auto"                           # per device, see RecurrentLayer.auto_modes
+    layer.backends, layer.backend                 # e.g. ("auto", "native", "torch"), "auto"
+    layer.backend = "torch"                       # the implementation of the mode's ops
 
 What the base class guarantees, so that layers only write the math:
 
@@ -27,9 +29,13 @@ What the base class guarantees, so that layers only write the math:
 * :meth:`step` runs the layer's constant-memory mode (:attr:`step_mode`) on a chunk of
   any length >= 1, so prefill-then-decode needs no special path.
 
-A subclass sets :attr:`modes`, :attr:`default_mode`, :attr:`reference_mode` and
-implements :meth:`init_state` and :meth:`_forward`. :func:`register` adds it to the
-registry under a short name; the test matrix then covers it automatically.
+Modes name algorithms and backends name implementations, in one vocabulary for every
+layer (:mod:`rnnx._vocab`, docs/contract.md); :func:`register` refuses other words.
+
+A subclass sets :attr:`modes`, :attr:`default_mode`, :attr:`reference_mode` (and
+:attr:`backends` when its ops have native kernels) and implements :meth:`init_state`
+and :meth:`_forward`. :func:`register` adds it to the registry under a short name; the
+test matrix then covers it automatically.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from rnnx._checks import (
 )
 from rnnx._names import did_you_mean
 from rnnx._tree import State, flatten, leaf_paths
+from rnnx._vocab import BACKENDS, MODES, OLD_BACKENDS, OLD_MODES, deprecated
 
 __all__ = ["RecurrentLayer", "State", "create", "get", "names", "register", "registry"]
 
@@ -66,8 +73,9 @@ class RecurrentLayer(nn.Module):
 
     Class attributes a subclass sets:
 
-    * ``modes``: the ways this layer can compute its output, e.g.
-      ``("recurrent", "scan", "conv")``. All compute the same function.
+    * ``modes``: the algorithms this layer can compute its output with, e.g.
+      ``("recurrent", "scan", "conv")``, words of the vocabulary
+      (:data:`rnnx._vocab.MODES`). All compute the same function.
     * ``default_mode``: the mode a new instance uses (the fastest for training).
     * ``reference_mode``: the step-by-step mode the tests compare every other mode to.
     * ``step_mode``: the constant-memory mode :meth:`step` uses (default: the reference).
@@ -77,6 +85,12 @@ class RecurrentLayer(nn.Module):
       ``"auto"``; ``layer.mode`` always names the mode that runs, resolved from the
       device of the layer's parameters when it is read (so after ``layer.to("cuda")``),
       never from the input; each change is logged (logger ``rnnx.layers``, level INFO).
+    * ``backends``: the implementations :attr:`backend` may name
+      (:data:`rnnx._vocab.BACKENDS`): ``("auto", "torch")`` for a layer with only
+      PyTorch code; ``"native"`` where its ops have C++ kernels.
+    * ``mode_aliases``: ``{old mode: (mode, backend or None)}``, old spellings that keep
+      working for one release with a :class:`DeprecationWarning` (besides the general
+      ones of :data:`rnnx._vocab.OLD_MODES`, e.g. ``"sequential"`` -> ``"recurrent"``).
     * ``family`` and ``paper`` (arXiv id): shown by ``rnnx list``.
     """
 
@@ -86,13 +100,15 @@ class RecurrentLayer(nn.Module):
     step_mode: ClassVar[str] = ""
     continuous_time: ClassVar[bool] = False
     auto_modes: ClassVar[dict[str, str]] = {}
+    backends: ClassVar[tuple[str, ...]] = ("auto", "torch")
+    mode_aliases: ClassVar[dict[str, tuple[str, str | None]]] = {}
     family: ClassVar[str] = ""
     registry_name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     #: Relative tolerance at which the test matrix compares modes in float64.
     equivalence_rtol: ClassVar[float] = 1e-7
 
-    def __init__(self, d_model: int, *, mode: str | None = None) -> None:
+    def __init__(self, d_model: int, *, mode: str | None = None, backend: str = "auto") -> None:
         super().__init__()
         self.d_model = require_positive_int("d_model", d_model)
         #: Feature size of the outputs (d_model unless a layer documents otherwise).
@@ -100,6 +116,9 @@ class RecurrentLayer(nn.Module):
         self._mode = self.default_mode
         self._auto_mode = False
         self._auto_device: torch.device | None = None
+        self._backend = "auto"
+        if backend != "auto":
+            self.backend = backend
         if mode is None:
             mode = "auto" if self.auto_modes else self.default_mode
         self.mode = mode
@@ -122,6 +141,7 @@ class RecurrentLayer(nn.Module):
 
     @mode.setter
     def mode(self, value: str) -> None:
+        value = self._new_mode_name(value)
         if value == "auto" and self.auto_modes:
             self._auto_mode = True
             self._resolve_auto(self._device())
@@ -129,6 +149,31 @@ class RecurrentLayer(nn.Module):
         choices = (*self.modes, "auto") if self.auto_modes else self.modes
         self._mode = require_choice(f"mode (of {type(self).__name__})", value, choices)
         self._auto_mode = False
+
+    def _new_mode_name(self, value: str) -> str:
+        """``value``, or the mode an old spelling names now (one DeprecationWarning; an
+        alias of :attr:`mode_aliases` may set :attr:`backend` too)."""
+        alias = self.old_mode(value)
+        if alias is None:
+            return value
+        mode, backend = alias
+        new = f"mode={mode!r}" + (f" with backend={backend!r}" if backend else "")
+        deprecated(f"mode (of {type(self).__name__})", value, new, stacklevel=4)
+        if backend is not None:
+            self.backend = backend
+        return mode
+
+    @classmethod
+    def old_mode(cls, value: object) -> tuple[str, str | None] | None:
+        """``(mode, backend or None)`` that an old mode name of this layer stands for
+        (:attr:`mode_aliases`, else :data:`rnnx._vocab.OLD_MODES`), or None when ``value``
+        is not one (a current mode, ``"auto"`` or an unknown word)."""
+        if not isinstance(value, str) or value in cls.modes or value == "auto":
+            return None
+        alias = cls.mode_aliases.get(value)
+        if alias is None and OLD_MODES.get(value) in cls.modes:
+            alias = (OLD_MODES[value], None)
+        return alias
 
     @property
     def mode_setting(self) -> str:
@@ -150,13 +195,73 @@ class RecurrentLayer(nn.Module):
 
     @contextlib.contextmanager
     def using_mode(self, mode: str) -> Iterator[RecurrentLayer]:
-        """``with layer.using_mode("recurrent"): ...`` sets the mode temporarily."""
-        old = self.mode_setting
+        """``with layer.using_mode("recurrent"): ...`` sets the mode temporarily (and
+        restores the backend, which an old mode name may set)."""
+        old, old_backend = self.mode_setting, self.backend
         self.mode = mode
         try:
             yield self
         finally:
             self.mode = old
+            self.backend = old_backend
+
+    # ------------------------------------------------------------------ backends
+
+    @property
+    def backend(self) -> str:
+        """The implementation of the ops of :attr:`mode`: one of :attr:`backends`.
+
+        ``"auto"`` (the default) picks per device and dtype, never per value or length
+        (:meth:`resolved_backend` says what); ``"torch"`` runs plain PyTorch everywhere;
+        ``"native"`` the C++ kernels (CPU float32/float64; an error where they cannot
+        run). Ops with only one implementation (e.g. a mode's step-by-step reference)
+        run it whatever the backend. An old name (``"reference"``, ``"chunked"``) maps
+        to ``"torch"`` with a :class:`DeprecationWarning`.
+        """
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        what = f"backend (of {type(self).__name__})"
+        new = OLD_BACKENDS.get(value) if isinstance(value, str) else None
+        if new is not None and value not in self.backends and new in self.backends:
+            deprecated(what, value, f"backend={new!r}")
+            value = new
+        value = require_choice(what, value, self.backends)
+        self._check_backend(value)
+        self._backend = value
+
+    def _check_backend(self, backend: str) -> None:
+        """A layer's own condition on a valid backend name (e.g. ``"cudnn"`` only for the
+        cells torch has); raise ``ValueError`` naming it. The base class accepts every
+        name in :attr:`backends`."""
+
+    def resolved_backend(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> str:
+        """The implementation the ops of :attr:`mode` run for inputs on ``device``
+        (default: the parameters' device) computing in ``dtype`` (default: the state
+        dtype): an explicit :attr:`backend` as it is; ``"auto"`` gives ``"native"`` for
+        CPU float32/float64 when the layer has native kernels and they build here (see
+        :meth:`native_available`), else ``"torch"``. Depends on the device, the dtype
+        and the build only."""
+        if self.backend != "auto":
+            return self.backend
+        device = torch.device(device) if device is not None else self._device()
+        dtype = dtype if dtype is not None else self.state_dtype()
+        if (
+            "native" in self.backends
+            and device.type == "cpu"
+            and dtype in (torch.float32, torch.float64)
+            and self.native_available()
+        ):
+            return "native"
+        return "torch"
+
+    def native_available(self) -> bool:
+        """Whether the native kernels of this layer's ops build and load here (False for
+        a layer without ``"native"`` in :attr:`backends`)."""
+        return False
 
     # ------------------------------------------------------------------ contract
 
@@ -258,7 +363,11 @@ class RecurrentLayer(nn.Module):
         return {}
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, mode={self.mode!r}"
+        return f"d_model={self.d_model}, mode={self.mode!r}" + self._backend_repr()
+
+    def _backend_repr(self) -> str:
+        """``", backend='torch'"`` for a backend other than ``"auto"``, else ``""``."""
+        return "" if self.backend == "auto" else f", backend={self.backend!r}"
 
     # ------------------------------------------------------------------ validation
 
@@ -408,11 +517,39 @@ def register(name: str):
                     f"{cls.__name__}.auto_modes[{device!r}]: expected one of {cls.modes}, "
                     f"got {mode!r}"
                 )
+        _check_vocabulary(cls)
         cls.registry_name = name
         _REGISTRY[name] = cls
         return cls
 
     return decorator
+
+
+def _check_vocabulary(cls: type[RecurrentLayer]) -> None:
+    """Refuse mode and backend names outside the vocabulary (docs/contract.md)."""
+    for mode in cls.modes:
+        if mode not in MODES:
+            hint = f" (now {OLD_MODES[mode]!r})" if mode in OLD_MODES else ""
+            raise ValueError(
+                f"{cls.__name__}.modes: {mode!r} is not a mode of the vocabulary{hint}; "
+                f"modes name algorithms: {tuple(MODES)}"
+            )
+    if "auto" not in cls.backends or "torch" not in cls.backends:
+        raise ValueError(f"{cls.__name__}.backends: expected 'auto' and 'torch' among them")
+    for backend in cls.backends:
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"{cls.__name__}.backends: {backend!r} is not a backend of the vocabulary; "
+                f"backends name implementations: {tuple(BACKENDS)}"
+            )
+    for old, (mode, alias_backend) in cls.mode_aliases.items():
+        if mode not in cls.modes or (
+            alias_backend is not None and alias_backend not in cls.backends
+        ):
+            raise ValueError(
+                f"{cls.__name__}.mode_aliases[{old!r}]: expected a mode of {cls.modes} and "
+                f"a backend of {cls.backends} or None, got {(mode, alias_backend)!r}"
+            )
 
 
 def get(name: str) -> type[RecurrentLayer]:

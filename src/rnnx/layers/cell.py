@@ -5,11 +5,12 @@ subclass (its parameters are the module's: ``self`` plays the role of ``params``
 declares the structure of df/dh_prev. The layer then runs on the rnnx contract in two
 modes that compute the same function:
 
-* ``"sequential"``: a loop over time (the reference, and the decoding path of
+* ``"recurrent"``: a loop over time (the reference, and the decoding path of
   :meth:`step`);
 * ``"newton"``: the whole trajectory at once by Newton's method, each iteration one
   linear scan (:func:`rnnx.ops.newton_solve`; ParaRNN, Danieli et al. 2025,
-  arXiv 2510.21450), gradients by the adjoint scan.
+  arXiv 2510.21450), gradients by the adjoint scan. ``backend`` names the
+  implementation of those scans (``"native"``, ``"torch"`` or ``"auto"``).
 
 .. code-block:: python
 
@@ -74,7 +75,9 @@ class CellLayer(RecurrentLayer):
     Args:
         d_model: input features.
         state_size: features n of the state (default: d_model).
-        mode: ``"sequential"`` or ``"newton"`` (default :attr:`default_mode`).
+        mode: ``"recurrent"`` or ``"newton"`` (default :attr:`default_mode`).
+        backend: ``"auto"`` (default), ``"native"`` or ``"torch"``: the implementation
+            of the scans of mode ``"newton"`` (:func:`rnnx.ops.scan`).
 
     Newton settings are instance attributes (change them any time):
     ``newton_max_iter`` (8), ``newton_tol`` (None: float32 1e-5, float64 1e-10),
@@ -85,19 +88,25 @@ class CellLayer(RecurrentLayer):
     State: ``(batch, state_size)``, float32 (float64 with float64 parameters).
     """
 
-    modes: ClassVar[tuple[str, ...]] = ("sequential", "newton")
+    modes: ClassVar[tuple[str, ...]] = ("recurrent", "newton")
     default_mode: ClassVar[str] = "newton"
-    reference_mode: ClassVar[str] = "sequential"
-    step_mode: ClassVar[str] = "sequential"
+    reference_mode: ClassVar[str] = "recurrent"
+    step_mode: ClassVar[str] = "recurrent"
+    backends: ClassVar[tuple[str, ...]] = ("auto", "native", "torch")
     family: ClassVar[str] = "parallel nonlinear RNN"
     paper: ClassVar[str] = "arXiv 2510.21450"
     #: The structure of df/dh_prev: ``Diagonal()``, ``BlockDiagonal(k)`` or ``Dense()``.
     structure: ClassVar[Structure] = Dense()
 
     def __init__(
-        self, d_model: int, *, state_size: int | None = None, mode: str | None = None
+        self,
+        d_model: int,
+        *,
+        state_size: int | None = None,
+        mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         self.state_size = (
             d_model if state_size is None else require_positive_int("state_size", state_size)
         )
@@ -141,7 +150,7 @@ class CellLayer(RecurrentLayer):
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, state_size={self.state_size}, "
-            f"structure={self.structure}, mode={self.mode!r}"
+            f"structure={self.structure}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def _forward(
@@ -181,6 +190,12 @@ class CellLayer(RecurrentLayer):
         h = self._solve(step, u, h0, mode, jac_fn)
         return self.readout(h, xs).to(x.dtype), h[:, -1].clone()
 
+    def native_available(self) -> bool:
+        """Whether the native scan kernel (of mode ``"newton"``) builds and loads here."""
+        from rnnx.ops.scan import native_available
+
+        return native_available()
+
     def _newton_cell(self, h0: Tensor) -> tuple[Any, Any] | None:
         """A faster ``(cell, value_and_jacobian)`` pair for mode ``"newton"`` on tensors
         like ``h0``, or None to use :meth:`cell` with torch.func Jacobians. Layers with
@@ -200,10 +215,11 @@ class CellLayer(RecurrentLayer):
                 init=self.newton_init,
                 fallback=self.newton_fallback,
                 jacobian_fn=jac_fn,
+                backend=self.backend,
             )
             self.newton_info = info
             return h
-        if mode == "sequential":
+        if mode == "recurrent":
             return sequential_solve(step, u, h0)
         raise ValueError(f"mode: {type(self).__name__} has no mode {mode!r}")
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_positive_int
+from rnnx._vocab import REFERENCE
 from rnnx.layers._chunked import (
     HeadRMSNorm,
     l2norm,
@@ -65,8 +66,9 @@ class _DeltaBase(RecurrentLayer):
         allow_neg_eigval: bool,
         chunk_size: int,
         mode: str | None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         dv_total = scaled_dim("expand_v", d_model, expand_v)
         H = pick_heads(d_model, d_model, dv_total, num_heads=num_heads)
         self.num_heads = H
@@ -102,7 +104,7 @@ class _DeltaBase(RecurrentLayer):
         return (
             f"d_model={self.d_model}, num_heads={self.num_heads}, head_k={self.head_k}, "
             f"head_v={self.head_v}, allow_neg_eigval={self.allow_neg_eigval}, "
-            f"chunk_size={self.chunk_size}, mode={self.mode!r}"
+            f"chunk_size={self.chunk_size}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def _qkv_beta(self, u: Tensor, state: dict[str, Tensor], lengths: Tensor | None):
@@ -145,6 +147,7 @@ class DeltaNet(_DeltaBase):
             (−1, 1] (arXiv 2411.12537).
         chunk_size: chunk length of mode ``"chunk"``.
         mode: ``"chunk"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default) or ``"torch"``: see :attr:`RecurrentLayer.backend`.
 
     State: ``{"conv", "memory"}``, see :meth:`init_state`.
     """
@@ -161,10 +164,12 @@ class DeltaNet(_DeltaBase):
         allow_neg_eigval: bool = False,
         chunk_size: int = 64,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__(
             d_model, num_heads, expand_v=expand_v, conv_size=conv_size,
             allow_neg_eigval=allow_neg_eigval, chunk_size=chunk_size, mode=mode,
+            backend=backend,
         )  # fmt: skip
 
     @classmethod
@@ -186,7 +191,7 @@ class DeltaNet(_DeltaBase):
         o, memory = delta_rule(
             q, k, v, beta, initial_state=state["memory"], output_final_state=True,
             chunk_size=self.chunk_size, scale=self.head_k**-0.5,
-            backend="reference" if mode == "recurrent" else "auto",
+            backend=REFERENCE if mode == "recurrent" else self.backend,
         )  # fmt: skip
         y = self.o_proj(self.norm(o).reshape(B, L, -1))
         return y.to(x.dtype), {"conv": conv_state, "memory": memory}
@@ -207,6 +212,7 @@ class GatedDeltaNet(_DeltaBase):
             range (as Mamba-2's Δ).
         chunk_size: chunk length of mode ``"chunk"``.
         mode: ``"chunk"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default) or ``"torch"``: see :attr:`RecurrentLayer.backend`.
 
     State: ``{"conv", "memory"}``, see :meth:`init_state`.
     """
@@ -225,10 +231,12 @@ class GatedDeltaNet(_DeltaBase):
         dt_max: float = 1e-1,
         chunk_size: int = 64,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__(
             d_model, num_heads, expand_v=expand_v, conv_size=conv_size,
             allow_neg_eigval=allow_neg_eigval, chunk_size=chunk_size, mode=mode,
+            backend=backend,
         )  # fmt: skip
         if not (0 < dt_min <= dt_max):
             raise ValueError(
@@ -268,7 +276,7 @@ class GatedDeltaNet(_DeltaBase):
         o, memory = gated_delta_rule(
             q, k, v, g, beta, initial_state=state["memory"], output_final_state=True,
             chunk_size=self.chunk_size, scale=self.head_k**-0.5,
-            backend="reference" if mode == "recurrent" else "auto",
+            backend=REFERENCE if mode == "recurrent" else self.backend,
         )  # fmt: skip
         o = self.norm(o) * F.silu(self.g_proj(u)).view(B, L, H, dv)
         y = self.o_proj(o.reshape(B, L, H * dv))

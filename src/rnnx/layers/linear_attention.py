@@ -20,13 +20,14 @@ state unchanged.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_positive_int
+from rnnx._vocab import REFERENCE
 from rnnx.layers._chunked import (
     HeadLayerNorm,
     HeadRMSNorm,
@@ -35,15 +36,11 @@ from rnnx.layers._chunked import (
     where_valid,
 )
 from rnnx.layers.base import RecurrentLayer, State, register
-from rnnx.ops.chunk import gla, linear_attention, simple_gla
+from rnnx.ops.chunk import gla, linear_attention, native_available, simple_gla
 
 __all__ = ["GLA", "LinearAttention", "RetNet"]
 
 _MODES = ("chunk", "recurrent")
-
-
-def _backend(mode: str) -> Literal["auto", "reference"]:
-    return "reference" if mode == "recurrent" else "auto"
 
 
 class _LinearAttentionBase(RecurrentLayer):
@@ -75,7 +72,13 @@ class _LinearAttentionBase(RecurrentLayer):
         return (
             f"d_model={self.d_model}, num_heads={self.num_heads}, head_k={self.head_k}, "
             f"head_v={self.head_v}, chunk_size={self.chunk_size}, mode={self.mode!r}"
+            + self._backend_repr()
         )
+
+    def _op_backend(self, mode: str) -> str:
+        """The backend of the chunked op: the layer's in mode ``"chunk"``, the op's
+        step-by-step reference in mode ``"recurrent"``."""
+        return REFERENCE if mode == "recurrent" else self.backend
 
 
 @register("linear_attention")
@@ -92,6 +95,7 @@ class LinearAttention(_LinearAttentionBase):
         eps: added to the normaliser.
         chunk_size: chunk length of mode ``"chunk"``.
         mode: ``"chunk"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default) or ``"torch"``: see :attr:`RecurrentLayer.backend`.
 
     State: ``(batch, num_heads, head_dim, head_dim + 1)`` with ``normalize`` (the last
     column is z), else ``(batch, num_heads, head_dim, head_dim)``.
@@ -108,8 +112,9 @@ class LinearAttention(_LinearAttentionBase):
         eps: float = 1e-6,
         chunk_size: int = 64,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         H = pick_heads(d_model, d_model, num_heads=num_heads)
         self.num_heads, self.normalize, self.eps = H, bool(normalize), float(eps)
         self.chunk_size = require_positive_int("chunk_size", chunk_size)
@@ -144,7 +149,7 @@ class LinearAttention(_LinearAttentionBase):
         k = where_valid(length_mask(lengths, L), k, 0.0)
         o, new_state = linear_attention(
             q, k, v, initial_state=state, output_final_state=True,
-            chunk_size=self.chunk_size, scale=1.0, backend=_backend(mode),
+            chunk_size=self.chunk_size, scale=1.0, backend=self._op_backend(mode),
         )  # fmt: skip
         if self.normalize:
             o = o[..., :dk] / (o[..., dk:] + self.eps)
@@ -184,6 +189,7 @@ class RetNet(_LinearAttentionBase):
         expand_v: value (and gate) size as a multiple of d_model (the paper: 2).
         chunk_size: chunk length of mode ``"chunk"``.
         mode: ``"chunk"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default) or ``"torch"``: see :attr:`RecurrentLayer.backend`.
 
     State: ``(batch, num_heads, d_model // num_heads, value size // num_heads)``.
     """
@@ -200,8 +206,9 @@ class RetNet(_LinearAttentionBase):
         expand_v: float = 2.0,
         chunk_size: int = 64,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         dv_total = scaled_dim("expand_v", d_model, expand_v)
         H = pick_heads(d_model, d_model, dv_total, num_heads=num_heads)
         self.num_heads = H
@@ -256,7 +263,7 @@ class RetNet(_LinearAttentionBase):
             g = where_valid(valid, log_decay.expand(B, L, H), 0.0)
             o, s = simple_gla(
                 qr, kr, v, g, initial_state=state, output_final_state=True,
-                chunk_size=self.chunk_size, scale=scale,
+                chunk_size=self.chunk_size, scale=scale, backend=self.backend,
             )  # fmt: skip
             n = torch.full((B,), float(L), dtype=torch.float64, device=x.device)
             if lengths is not None:
@@ -296,11 +303,18 @@ class GLA(_LinearAttentionBase):
         gate_logit_normalizer: τ (paper: 16).
         chunk_size: chunk length of mode ``"chunk"``.
         mode: ``"chunk"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default), ``"native"`` (the intra-chunk matrix from a C++
+            kernel, CPU) or ``"torch"``: the implementation of mode ``"chunk"``.
 
     State: ``(batch, num_heads, key size // num_heads, value size // num_heads)``.
     """
 
     paper: ClassVar[str] = "arXiv 2312.06635"
+    backends: ClassVar[tuple[str, ...]] = ("auto", "native", "torch")
+
+    def native_available(self) -> bool:
+        """Whether the native chunk kernels build and load here."""
+        return native_available()
 
     def __init__(
         self,
@@ -313,8 +327,9 @@ class GLA(_LinearAttentionBase):
         gate_logit_normalizer: float = 16.0,
         chunk_size: int = 64,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         dk_total = scaled_dim("expand_k", d_model, expand_k)
         dv_total = scaled_dim("expand_v", d_model, expand_v)
         H = pick_heads(d_model, dk_total, dv_total, num_heads=num_heads)
@@ -363,7 +378,7 @@ class GLA(_LinearAttentionBase):
         g = where_valid(valid, g, 0.0)
         o, new_state = gla(
             q, k, v, g, initial_state=state, output_final_state=True,
-            chunk_size=self.chunk_size, scale=dk**-0.5, backend=_backend(mode),
+            chunk_size=self.chunk_size, scale=dk**-0.5, backend=self._op_backend(mode),
         )  # fmt: skip
         y = self.norm(o) * F.silu(self.g_proj(u)).view(B, L, H, dv)
         return self.o_proj(y.reshape(B, L, H * dv)).to(x.dtype), new_state

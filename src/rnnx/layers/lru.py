@@ -54,12 +54,19 @@ class LRU(RecurrentLayer):
         dropout: dropout after the activation.
         ssm_lr: learning rate of ν, θ and γ (no weight decay).
         mode: ``"scan"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default), ``"native"`` or ``"torch"``: the
+            :func:`rnnx.ops.scan` implementation of mode ``"scan"``.
     """
 
     modes: ClassVar[tuple[str, ...]] = ("scan", "recurrent")
     default_mode: ClassVar[str] = "scan"
     reference_mode: ClassVar[str] = "recurrent"
     step_mode: ClassVar[str] = "recurrent"
+    backends: ClassVar[tuple[str, ...]] = _ssm.SCAN_BACKENDS
+
+    def native_available(self) -> bool:
+        return _ssm.scan_native_available()
+
     continuous_time: ClassVar[bool] = True
     family: ClassVar[str] = "linear time-invariant SSM"
     paper: ClassVar[str] = "arXiv 2303.06349"
@@ -75,8 +82,9 @@ class LRU(RecurrentLayer):
         dropout: float = 0.0,
         ssm_lr: float = 1e-3,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         P = require_positive_int("d_state", d_state)
         if not (0.0 <= r_min < r_max <= 1.0):
             raise ValueError(
@@ -106,7 +114,10 @@ class LRU(RecurrentLayer):
         return {"d_state": 4, "r_min": 0.5, "r_max": 0.95}
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, d_state={self.d_state}, mode={self.mode!r}"
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, mode={self.mode!r}"
+            + self._backend_repr()
+        )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> Tensor:
         """Complex zeros ``(batch_size, d_state)``."""
@@ -150,6 +161,7 @@ class LRU(RecurrentLayer):
             _ssm.as_complex(self.C),
             out_scale=1.0,
             mode=mode,
+            backend=self.backend,
         )
         y = y + u * self.D
         return self.output(y).to(x.dtype), new_state

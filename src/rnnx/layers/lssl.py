@@ -88,6 +88,8 @@ class LSSL(_ssm.ConvolutionalSSM):
         dropout: dropout after the activation.
         ssm_lr: learning rate of A, B and Δ (no weight decay), as in S4.
         mode: ``"conv"`` (default), ``"scan"`` or ``"recurrent"``.
+        backend: ``"auto"`` (default), ``"native"`` or ``"torch"``: the
+            :func:`rnnx.ops.scan` implementation of mode ``"scan"``.
     """
 
     paper = "arXiv 2110.13985"
@@ -107,8 +109,9 @@ class LSSL(_ssm.ConvolutionalSSM):
         dropout: float = 0.0,
         ssm_lr: float = 1e-3,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         N = require_positive_int("d_state", d_state)
         M = require_positive_int("channels", channels)
         _ssm.check_dt_range(dt_min, dt_max)
@@ -149,7 +152,7 @@ class LSSL(_ssm.ConvolutionalSSM):
             f"d_model={self.d_model}, d_state={self.d_state}, channels={self.channels}, "
             f"measure={self.measure.value}, sharing={self.sharing.value}, "
             f"discretization={self.discretization.value}, bidirectional={self.bidirectional}, "
-            f"mode={self.mode!r}"
+            f"mode={self.mode!r}" + self._backend_repr()
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> Tensor:
@@ -243,10 +246,10 @@ class LSSL(_ssm.ConvolutionalSSM):
         dA, dB = self.discretized(step)
         M = self.channels
         b = dB * _ssm.zero_padding(u, lengths).unsqueeze(-1)  # (B, L, H, N)
-        h, _ = scan(dA, b, state, structure="dense")
+        h, _ = scan(dA, b, state, structure="dense", backend=self.backend)
         y = self._readout(h, self.C[:, :M].to(u.dtype))
         if self.bidirectional:
-            hb, _ = scan(dA, b, None, structure="dense", reverse=True)
+            hb, _ = scan(dA, b, None, structure="dense", reverse=True, backend=self.backend)
             y = y + self._readout(hb, self.C[:, M:].to(u.dtype))
         return y, _ssm.last_valid(h, lengths, state)
 

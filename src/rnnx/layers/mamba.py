@@ -16,9 +16,11 @@ Eigenvalues", Grazzi et al. 2024, arXiv 2411.12537), which lets one layer count 
 
 Modes (the same function; the test matrix checks it):
 
-* ``"scan"``: the fused selective scan (native CPU kernel; the chunked PyTorch path where
-  the kernel is unavailable). Default, and the :meth:`step` mode (prefill or decode).
-* ``"chunked"``: the pure-PyTorch chunked selective scan (any device).
+* ``"scan"``: the selective scan :func:`rnnx.ops.selective_scan`, in the implementation
+  :attr:`~rnnx.layers.RecurrentLayer.backend` names: ``"native"`` (the fused CPU
+  kernel), ``"torch"`` (pure PyTorch, any device: states by :func:`rnnx.ops.scan` within
+  chunks of ``chunk_size``, the old mode ``"chunked"``) or ``"auto"`` (native where it
+  runs, else torch). Default, and the :meth:`step` mode (prefill or decode).
 * ``"chunk"``: the selective scan as a chunked algorithm over all chunks at once, pure
   PyTorch (:mod:`rnnx.ops.selective_scan_chunk`): a few hundred large batched operations
   per call whatever the length, so a GPU is kept busy; O(batch · length · d_inner ·
@@ -47,14 +49,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_positive_int
+from rnnx._native import available as native_built
+from rnnx._vocab import REFERENCE
 from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.ops.selective_scan import selective_scan
 from rnnx.ops.selective_scan_chunk import selective_scan_chunk
 from rnnx.ops.short_conv import causal_conv1d
 
 __all__ = ["Mamba"]
-
-_BACKEND = {"scan": "auto", "chunked": "chunked", "recurrent": "reference"}
 
 
 def inverse_softplus_dt(n: int, dt_min: float, dt_max: float, floor: float) -> Tensor:
@@ -85,13 +87,18 @@ class Mamba(RecurrentLayer):
         dt_min, dt_max, dt_init_floor: range of the initial steps Δ.
         bias: biases of the input and output projections.
         negative_eigenvalues: transitions in (-1, 1] instead of (0, 1] (arXiv 2411.12537).
-        chunk_size: chunk length of the scan (``"chunked"`` and ``"chunk"``), checkpoint
-            interval of the native backward.
+        chunk_size: chunk length of the scan (mode ``"chunk"``, and ``"scan"`` in PyTorch),
+            checkpoint interval of the native backward.
         mode: ``"auto"`` (default: ``"scan"`` on the CPU, ``"chunk"`` on CUDA),
-            ``"scan"``, ``"chunked"``, ``"chunk"`` or ``"recurrent"``.
+            ``"scan"``, ``"chunk"`` or ``"recurrent"``.
+        backend: ``"auto"`` (default), ``"native"`` or ``"torch"``: the implementation of
+            mode ``"scan"`` (the other modes are PyTorch).
     """
 
-    modes: ClassVar[tuple[str, ...]] = ("scan", "chunked", "chunk", "recurrent")
+    modes: ClassVar[tuple[str, ...]] = ("scan", "chunk", "recurrent")
+    backends: ClassVar[tuple[str, ...]] = ("auto", "native", "torch")
+    #: the old mode "chunked" was the PyTorch implementation of the selective scan
+    mode_aliases: ClassVar[dict[str, tuple[str, str | None]]] = {"chunked": ("scan", "torch")}
     default_mode: ClassVar[str] = "scan"
     auto_modes: ClassVar[dict[str, str]] = {"cuda": "chunk"}
     reference_mode: ClassVar[str] = "recurrent"
@@ -114,8 +121,9 @@ class Mamba(RecurrentLayer):
         negative_eigenvalues: bool = False,
         chunk_size: int = 64,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         self.d_state = require_positive_int("d_state", d_state)
         self.d_conv = require_positive_int("d_conv", d_conv)
         self.d_inner = require_positive_int("expand", expand) * d_model
@@ -155,7 +163,12 @@ class Mamba(RecurrentLayer):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, d_inner={self.d_inner}, "
             f"d_conv={self.d_conv}, dt_rank={self.dt_rank}{neg}, mode={self.mode!r}"
+            + self._backend_repr()
         )
+
+    def native_available(self) -> bool:
+        """Whether the native selective-scan kernel builds and loads here."""
+        return native_built("selective_scan")
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> tuple[Tensor, Tensor]:
         """Zeros ``(conv_state, ssm_state)``: ``(batch, d_conv - 1, d_inner)`` and
@@ -189,7 +202,7 @@ class Mamba(RecurrentLayer):
         if lengths is not None:  # Δ = softplus(-inf) = 0 on the padding: identity, no input
             mask = length_mask(lengths, x.shape[1]).unsqueeze(-1)
             delta = torch.where(mask, delta, torch.full((), -torch.inf, dtype=delta.dtype))
-        kwargs: dict[str, Any] = {} if mode == "chunk" else {"backend": _BACKEND[mode]}
+        kwargs: dict[str, Any] = {} if mode == "chunk" else {"backend": self._scan_backend(mode)}
         scan_op = selective_scan_chunk if mode == "chunk" else selective_scan
         y, ssm_state = scan_op(
             xs,
@@ -208,3 +221,8 @@ class Mamba(RecurrentLayer):
             **kwargs,
         )
         return self.out_proj(y).to(x.dtype), (conv_state, ssm_state)
+
+    def _scan_backend(self, mode: str) -> str:
+        """The backend of :func:`rnnx.ops.selective_scan` in ``mode``: the layer's in mode
+        ``"scan"``, the op's step-by-step reference in mode ``"recurrent"``."""
+        return REFERENCE if mode == "recurrent" else self.backend

@@ -11,7 +11,7 @@ dt_bias the inverse softplus of a log-uniform step in [dt_min, dt_max].
 
 Modes (the same function; the test matrix checks it):
 
-* ``"chunked"``: the chunked SSD algorithm (matrix products inside chunks of ``chunk_size``,
+* ``"chunk"``: the chunked SSD algorithm (matrix products inside chunks of ``chunk_size``,
   a scan across chunks). Default, and the :meth:`step` mode: a chunk shorter than
   ``chunk_size`` is one chunk of its own length, so a decoding step costs O(1) work.
 * ``"recurrent"``: the reference recurrence in Python, one step at a time.
@@ -24,24 +24,20 @@ and ``ssm_state`` ``(batch, heads, head_dim, d_state)``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_positive_int
+from rnnx._vocab import REFERENCE
 from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.layers.mamba import depthwise_conv_parameters, inverse_softplus_dt
 from rnnx.ops.short_conv import causal_conv1d
 from rnnx.ops.ssd import ssd
 
 __all__ = ["Mamba2"]
-
-_BACKEND: dict[str, Literal["chunked", "reference"]] = {
-    "chunked": "chunked",
-    "recurrent": "reference",
-}
 
 
 def _default_headdim(d_inner: int) -> int:
@@ -65,13 +61,14 @@ class Mamba2(RecurrentLayer):
         bias: biases of the input and output projections.
         norm_eps: epsilon of the gated RMS norm.
         chunk_size: Q, the chunk length of the SSD algorithm.
-        mode: ``"chunked"`` (default) or ``"recurrent"``.
+        mode: ``"chunk"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default) or ``"torch"`` (the layer's ops are PyTorch).
     """
 
-    modes: ClassVar[tuple[str, ...]] = ("chunked", "recurrent")
-    default_mode: ClassVar[str] = "chunked"
+    modes: ClassVar[tuple[str, ...]] = ("chunk", "recurrent")
+    default_mode: ClassVar[str] = "chunk"
     reference_mode: ClassVar[str] = "recurrent"
-    step_mode: ClassVar[str] = "chunked"
+    step_mode: ClassVar[str] = "chunk"
     family: ClassVar[str] = "selective SSM"
     paper: ClassVar[str] = "arXiv 2405.21060"
 
@@ -92,8 +89,9 @@ class Mamba2(RecurrentLayer):
         norm_eps: float = 1e-5,
         chunk_size: int = 64,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         self.d_state = require_positive_int("d_state", d_state)
         self.d_conv = require_positive_int("d_conv", d_conv)
         self.d_inner = require_positive_int("expand", expand) * d_model
@@ -143,7 +141,7 @@ class Mamba2(RecurrentLayer):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, d_inner={self.d_inner}, "
             f"heads={self.nheads}x{self.headdim}, ngroups={self.ngroups}, "
-            f"chunk_size={self.chunk_size}, mode={self.mode!r}"
+            f"chunk_size={self.chunk_size}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> tuple[Tensor, Tensor]:
@@ -197,7 +195,7 @@ class Mamba2(RecurrentLayer):
             initial_state=ssm_state,
             output_final_state=True,
             chunk_size=self.chunk_size,
-            backend=_BACKEND[mode],
+            backend=REFERENCE if mode == "recurrent" else self.backend,
         )
         y = self._gated_rms_norm(y.reshape(Bsz, L, E), z)
         return self.out_proj(y).to(x.dtype), (conv_state, ssm_state)

@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rnnx._checks import length_mask, require_choice, require_positive_int
+from rnnx._vocab import REFERENCE
 from rnnx.layers._chunked import HeadLayerNorm, pick_heads, scaled_dim, where_valid
 from rnnx.layers.base import RecurrentLayer, State, register
+from rnnx.ops.chunk import native_available
 from rnnx.ops.mlstm import FORGET_GATES, mlstm
 from rnnx.ops.short_conv import causal_conv1d
 
@@ -47,6 +49,8 @@ class mLSTM(RecurrentLayer):
         eps: added to the normaliser's denominator.
         chunk_size: chunk length of mode ``"chunk"``.
         mode: ``"chunk"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default), ``"native"`` (the intra-chunk weights from a C++
+            kernel, CPU) or ``"torch"``: the implementation of mode ``"chunk"``.
 
     State: ``{"conv": (batch, conv_size − 1, inner), "C": (batch, num_heads, head_dim,
     head_dim), "n": (batch, num_heads, head_dim), "m": (batch, num_heads)}``: the
@@ -59,6 +63,7 @@ class mLSTM(RecurrentLayer):
     step_mode: ClassVar[str] = "recurrent"
     family: ClassVar[str] = "linear attention"
     paper: ClassVar[str] = "arXiv 2405.04517"
+    backends: ClassVar[tuple[str, ...]] = ("auto", "native", "torch")
 
     def __init__(
         self,
@@ -71,8 +76,9 @@ class mLSTM(RecurrentLayer):
         eps: float = 1e-6,
         chunk_size: int = 64,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         inner = scaled_dim("proj_factor", d_model, proj_factor)
         H = pick_heads(inner, inner, num_heads=num_heads)
         self.num_heads, self.inner, self.head_dim = H, inner, inner // H
@@ -103,10 +109,15 @@ class mLSTM(RecurrentLayer):
     def tiny_config(cls) -> dict[str, Any]:
         return {"num_heads": 2, "proj_factor": 1.0, "chunk_size": 4}
 
+    def native_available(self) -> bool:
+        """Whether the native chunk kernels build and load here."""
+        return native_available()
+
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, inner={self.inner}, num_heads={self.num_heads}, "
             f"forget_gate={self.forget_gate!r}, chunk_size={self.chunk_size}, mode={self.mode!r}"
+            + self._backend_repr()
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> dict[str, Tensor]:
@@ -149,7 +160,7 @@ class mLSTM(RecurrentLayer):
         h, final = mlstm(
             q.view(B, L, H, dh), k.view(B, L, H, dh), v.view(B, L, H, dh), i_pre, logf,
             initial_state=(state["C"], state["n"], state["m"]), output_final_state=True,
-            chunk_size=self.chunk_size, backend="reference" if mode == "recurrent" else "auto",
+            chunk_size=self.chunk_size, backend=REFERENCE if mode == "recurrent" else self.backend,
             forget_gate="exp", eps=self.eps,  # "exp": the gate is passed as log f already
         )  # fmt: skip
         assert final is not None  # output_final_state=True

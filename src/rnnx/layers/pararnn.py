@@ -16,24 +16,26 @@ ParaLSTM (coupled input-forget gate, peepholes p_f, p_o; state (c, h))::
     f = sigmoid(a_f * h + p_f * c + u_f),  z = tanh(a_z * h + u_z),  c' = f * c + (1 - f) * z
     o = sigmoid(a_o * h + p_o * c' + u_o),  h' = o * tanh(c')
 
-Modes (all compute the same function; the test matrix checks it):
+Modes (the same function; the test matrix checks it):
 
-* ``"sequential"``: the cell in a Python loop over time (the reference);
-* ``"fused"`` (default, and :meth:`step`): the same loop in one native CPU kernel
-  (:func:`rnnx.ops.pararnn.sequence`, ``torch.ops.rnnx.pararnn``), forward and backward;
-  each (batch, feature) runs its own loop since the recurrence is elementwise. Other
-  devices, or a missing compiler, run the Python loop;
+* ``"recurrent"`` (the reference, and :meth:`step`): the step-by-step loop. With backend
+  ``"native"`` (what ``"auto"`` picks for CPU float32/float64 when the kernel builds) one
+  native CPU kernel runs it (:func:`rnnx.ops.pararnn.sequence`,
+  ``torch.ops.rnnx.pararnn``), forward and backward; each (batch, feature) runs its own
+  loop since the recurrence is elementwise. With ``"torch"`` (and ``"auto"`` elsewhere)
+  the cell runs in a Python loop. (The old modes ``"fused"`` and ``"sequential"`` are
+  this mode with backend ``"auto"`` and ``"torch"``.)
 * ``"newton"``: Newton's method over the whole sequence (:func:`rnnx.ops.newton_solve`),
-  each iteration one :func:`rnnx.ops.scan`; gradients by the adjoint scan. On CPU the
-  cell, its Jacobian and its vector-Jacobian product at all (batch, step) at once are
-  native kernels (:mod:`rnnx.ops.pararnn`, one pass each); elsewhere :meth:`cell` with
-  torch.func Jacobians.
+  each iteration one :func:`rnnx.ops.scan`; gradients by the adjoint scan. With backend
+  ``"native"`` the cell, its Jacobian and its vector-Jacobian product at all (batch,
+  step) at once are native kernels (:mod:`rnnx.ops.pararnn`, one pass each), and so are
+  the scans; with ``"torch"`` :meth:`cell` with torch.func Jacobians and the PyTorch scan.
 
-``mode="auto"`` (the default) runs ``"fused"`` on the CPU (one native pass over time is
-faster there than Newton's few scans) and ``"newton"`` on CUDA (where the fused loop
-would be a Python loop, a kernel launch per step and gate): :attr:`auto_modes`, resolved
-from the parameters' device, so ``layer.to("cuda")`` switches and ``layer.mode`` says
-what runs.
+``mode="auto"`` (the default) runs ``"recurrent"`` on the CPU (one native pass over time
+is faster there than Newton's few scans) and ``"newton"`` on CUDA (where the loop would
+be a Python loop, a kernel launch per step and gate): :attr:`auto_modes`, resolved from
+the parameters' device, so ``layer.to("cuda")`` switches and ``layer.mode`` says what
+runs.
 
 Initialisation as in the paper's code: recurrent vectors ~ N(0, (2 / sqrt(5 H))^2),
 input weights Xavier-uniform, biases zero except the first gate's (update gate z of
@@ -49,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rnnx import _native
 from rnnx._checks import require_positive_int
 from rnnx.layers.base import State, register
 from rnnx.layers.cell import CellLayer
@@ -60,13 +63,19 @@ __all__ = ["ParaGRU", "ParaLSTM", "fused_available"]
 
 
 class _ParaCell(CellLayer):
-    """Shared parts of ParaGRU and ParaLSTM: parameters, init, the fused mode."""
+    """Shared parts of ParaGRU and ParaLSTM: parameters, init, the native kernels."""
 
-    modes: ClassVar[tuple[str, ...]] = ("sequential", "fused", "newton")
-    default_mode: ClassVar[str] = "fused"
+    modes: ClassVar[tuple[str, ...]] = ("recurrent", "newton")
+    default_mode: ClassVar[str] = "recurrent"
     auto_modes: ClassVar[dict[str, str]] = {"cuda": "newton"}
-    reference_mode: ClassVar[str] = "sequential"
-    step_mode: ClassVar[str] = "fused"
+    reference_mode: ClassVar[str] = "recurrent"
+    step_mode: ClassVar[str] = "recurrent"
+    #: the old modes: "fused" was the native loop where it runs (else the Python loop),
+    #: "sequential" the Python loop
+    mode_aliases: ClassVar[dict[str, tuple[str, str | None]]] = {
+        "fused": ("recurrent", "auto"),
+        "sequential": ("recurrent", "torch"),
+    }
     paper: ClassVar[str] = "arXiv 2510.21450"
     #: The modes are numerically equal up to Newton's tolerance (1e-10 in float64).
     equivalence_rtol: ClassVar[float] = 1e-7
@@ -80,9 +89,10 @@ class _ParaCell(CellLayer):
         *,
         bias: bool = True,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
         H = d_model if hidden_size is None else require_positive_int("hidden_size", hidden_size)
-        super().__init__(d_model, state_size=self._slots * H, mode=mode)
+        super().__init__(d_model, state_size=self._slots * H, mode=mode, backend=backend)
         self.hidden_size = H
         self.d_output = H
         self.weight = nn.Parameter(torch.empty(3 * H, d_model))
@@ -102,7 +112,10 @@ class _ParaCell(CellLayer):
                 self.bias[:H] = -torch.linspace(0.0, 1.0, H)
 
     def extra_repr(self) -> str:
-        return f"d_model={self.d_model}, hidden_size={self.hidden_size}, mode={self.mode!r}"
+        return (
+            f"d_model={self.d_model}, hidden_size={self.hidden_size}, mode={self.mode!r}"
+            + self._backend_repr()
+        )
 
     def inputs(self, x: Tensor) -> Tensor:
         """u = W x + b, ``(batch, length, 3 * hidden_size)``, all steps at once."""
@@ -111,10 +124,33 @@ class _ParaCell(CellLayer):
     def _peepholes(self) -> Tensor | None:
         return None
 
+    def native_available(self) -> bool:
+        """Whether the native ParaRNN kernels build and load here."""
+        return _native.available("pararnn")
+
+    def _use_native(self, x: Tensor) -> bool:
+        """Whether the native kernels run for tensors like ``x``: never with backend
+        ``"torch"``; with ``"auto"`` where they run (CPU float32/float64, built); with
+        ``"native"`` always (an error where they cannot)."""
+        if self.backend == "torch":
+            return False
+        ok = fused_available(x)
+        if self.backend == "native" and not ok:
+            if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+                raise ValueError(
+                    f"backend: 'native' (of {type(self).__name__}) supports CPU "
+                    f"float32/float64 tensors, got {x.dtype} on {x.device}"
+                )
+            raise RuntimeError(
+                "backend: 'native' was requested but the native ParaRNN kernels are "
+                f"unavailable: {_native.unavailable_reason('pararnn')}"
+            )
+        return ok
+
     def _newton_cell(self, h0: Tensor):
         """Native cell, VJP and Jacobian for mode ``"newton"`` (CPU, float32/float64):
         the same function as :meth:`cell` (checked by the tests), one pass per call."""
-        if not fused_available(h0):
+        if not self._use_native(h0):
             return None
         kind, dtype = self._kind, h0.dtype
 
@@ -139,13 +175,11 @@ class _ParaCell(CellLayer):
         lengths: Tensor | None,
         dt: Tensor | None,
     ) -> tuple[Tensor, State]:
-        if mode != "fused":
-            return super()._forward(x, state, mode=mode, lengths=lengths, dt=dt)
         dtype = self.state_dtype()
         xs = x.to(dtype)
+        if mode != "recurrent" or not self._use_native(xs):
+            return super()._forward(x, state, mode=mode, lengths=lengths, dt=dt)
         s0 = state.to(dtype)
-        if not fused_available(xs):
-            return super()._forward(x, state, mode="sequential", lengths=lengths, dt=dt)
         u = self.inputs(xs).to(dtype)  # under autocast the projection is bf16
         B, L, _ = u.shape
         s0v = s0 if self._slots == 1 else s0.view(B, self.hidden_size, 2)
@@ -166,8 +200,10 @@ class ParaGRU(_ParaCell):
         d_model: input features.
         hidden_size: state and output features (default: d_model).
         bias: whether the input projection has a bias.
-        mode: ``"auto"`` (default: ``"fused"`` on the CPU, ``"newton"`` on CUDA),
-            ``"fused"``, ``"sequential"`` or ``"newton"``.
+        mode: ``"auto"`` (default: ``"recurrent"`` on the CPU, ``"newton"`` on CUDA),
+            ``"recurrent"`` or ``"newton"``.
+        backend: ``"auto"`` (default: the native kernels for CPU float32/float64 where
+            they build), ``"native"`` or ``"torch"``.
 
     Parameters: ``weight`` ``(3H, d_model)`` and ``bias`` ``(3H,)`` of the input
     projection (gates z, r, c), ``a`` ``(3, H)`` the diagonal recurrent weights.
@@ -202,8 +238,10 @@ class ParaLSTM(_ParaCell):
         d_model: input features.
         hidden_size: cell and output features H (default: d_model).
         bias: whether the input projection has a bias.
-        mode: ``"auto"`` (default: ``"fused"`` on the CPU, ``"newton"`` on CUDA),
-            ``"fused"``, ``"sequential"`` or ``"newton"``.
+        mode: ``"auto"`` (default: ``"recurrent"`` on the CPU, ``"newton"`` on CUDA),
+            ``"recurrent"`` or ``"newton"``.
+        backend: ``"auto"`` (default: the native kernels for CPU float32/float64 where
+            they build), ``"native"`` or ``"torch"``.
 
     Parameters: ``weight`` ``(3H, d_model)`` and ``bias`` of the input projection
     (gates f, z, o), ``a`` ``(3, H)`` diagonal recurrent weights (f, z, o),
@@ -225,8 +263,9 @@ class ParaLSTM(_ParaCell):
         *,
         bias: bool = True,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, hidden_size, bias=bias, mode=mode)
+        super().__init__(d_model, hidden_size, bias=bias, mode=mode, backend=backend)
         self.peephole = nn.Parameter(torch.empty(2, self.hidden_size))
         self.reset_parameters()
 

@@ -89,6 +89,8 @@ class S4(_ssm.ConvolutionalSSM):
         dropout: dropout after the activation.
         ssm_lr: learning rate of Λ, P, B and Δ (no weight decay), as in S4.
         mode: ``"conv"`` (default), ``"scan"`` or ``"recurrent"``.
+        backend: ``"auto"`` (default), ``"native"`` or ``"torch"``: the
+            :func:`rnnx.ops.scan` implementation of mode ``"scan"``.
     """
 
     paper = "arXiv 2111.00396"
@@ -107,8 +109,9 @@ class S4(_ssm.ConvolutionalSSM):
         dropout: float = 0.0,
         ssm_lr: float = 1e-3,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         N = _ssm.require_even("d_state", d_state)
         M = require_positive_int("channels", channels)
         _ssm.check_dt_range(dt_min, dt_max)
@@ -151,7 +154,7 @@ class S4(_ssm.ConvolutionalSSM):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, channels={self.channels}, "
             f"measure={self.measure.value}, rank={self.rank}, "
-            f"bidirectional={self.bidirectional}, mode={self.mode!r}"
+            f"bidirectional={self.bidirectional}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def init_state(self, batch_size: int, *, device=None, dtype=None) -> Tensor:
@@ -239,10 +242,10 @@ class S4(_ssm.ConvolutionalSSM):
         Cr = row_to_real(self.ssm()[3])  # (H, n_dir*M, N)
         b = dB * _ssm.zero_padding(u, lengths).unsqueeze(-1)
         z0 = half_to_real(state)
-        h, _ = scan(dA, b, z0, structure="dense")
+        h, _ = scan(dA, b, z0, structure="dense", backend=self.backend)
         y = torch.einsum("blhn,hmn->blhm", h, Cr[:, :M])
         if self.bidirectional:
-            hb, _ = scan(dA, b, None, structure="dense", reverse=True)
+            hb, _ = scan(dA, b, None, structure="dense", reverse=True, backend=self.backend)
             y = y + torch.einsum("blhn,hmn->blhm", hb, Cr[:, M:])
         return y, real_to_half(_ssm.last_valid(h, lengths, z0))
 

@@ -62,6 +62,8 @@ class S4D(_ssm.ConvolutionalSSM):
         dropout: dropout after the activation.
         ssm_lr: learning rate of A and Δ (no weight decay), as in S4.
         mode: ``"conv"`` (default), ``"scan"`` or ``"recurrent"``.
+        backend: ``"auto"`` (default), ``"native"`` or ``"torch"``: the
+            :func:`rnnx.ops.scan` implementation of mode ``"scan"``.
     """
 
     paper = "arXiv 2206.11893"
@@ -78,8 +80,9 @@ class S4D(_ssm.ConvolutionalSSM):
         dropout: float = 0.0,
         ssm_lr: float = 1e-3,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         _ssm.require_even("d_state", d_state)
         _ssm.check_dt_range(dt_min, dt_max)
         H, N2 = d_model, d_state // 2
@@ -104,7 +107,7 @@ class S4D(_ssm.ConvolutionalSSM):
     def extra_repr(self) -> str:
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, init={self.init.value}, "
-            f"bidirectional={self.bidirectional}, mode={self.mode!r}"
+            f"bidirectional={self.bidirectional}, mode={self.mode!r}" + self._backend_repr()
         )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -177,10 +180,10 @@ class S4D(_ssm.ConvolutionalSSM):
             valid = mask[..., None, None]
             a = torch.where(valid, a, torch.ones((), dtype=a.dtype, device=a.device))
             b = torch.where(valid, b, torch.zeros((), dtype=b.dtype, device=b.device))
-        h, last = scan(a, b, state.to(b.dtype))
+        h, last = scan(a, b, state.to(b.dtype), backend=self.backend)
         y = 2 * torch.einsum("blhn,hn->blh", h, C).real
         if self.bidirectional:
-            hb, _ = scan(a, b, None, reverse=True)
+            hb, _ = scan(a, b, None, reverse=True, backend=self.backend)
             y = y + 2 * torch.einsum("blhn,hn->blh", hb, self._C_rev()).real
         return y, last
 

@@ -57,12 +57,19 @@ class S5(RecurrentLayer):
         dropout: dropout after the activation.
         ssm_lr: learning rate of Λ, B̃ and Δ (no weight decay), as in S5.
         mode: ``"scan"`` (default) or ``"recurrent"``.
+        backend: ``"auto"`` (default), ``"native"`` or ``"torch"``: the
+            :func:`rnnx.ops.scan` implementation of mode ``"scan"``.
     """
 
     modes: ClassVar[tuple[str, ...]] = ("scan", "recurrent")
     default_mode: ClassVar[str] = "scan"
     reference_mode: ClassVar[str] = "recurrent"
     step_mode: ClassVar[str] = "recurrent"
+    backends: ClassVar[tuple[str, ...]] = _ssm.SCAN_BACKENDS
+
+    def native_available(self) -> bool:
+        return _ssm.scan_native_available()
+
     continuous_time: ClassVar[bool] = True
     family: ClassVar[str] = "linear time-invariant SSM"
     paper: ClassVar[str] = "arXiv 2208.04933"
@@ -80,8 +87,9 @@ class S5(RecurrentLayer):
         dropout: float = 0.0,
         ssm_lr: float = 1e-3,
         mode: str | None = None,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(d_model, mode=mode)
+        super().__init__(d_model, mode=mode, backend=backend)
         P = _ssm.require_even("d_state", d_state)
         J = require_positive_int("blocks", blocks)
         if P % J or (P // J) % 2:
@@ -126,7 +134,7 @@ class S5(RecurrentLayer):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, blocks={self.blocks}, "
             f"conj_sym={self.conj_sym}, discretization={self.discretization.value}, "
-            f"mode={self.mode!r}"
+            f"mode={self.mode!r}" + self._backend_repr()
         )
 
     @property
@@ -172,6 +180,7 @@ class S5(RecurrentLayer):
             C,
             out_scale=2.0 if self.conj_sym else 1.0,
             mode=mode,
+            backend=self.backend,
         )
         y = y + u * self.D
         return self.output(y).to(x.dtype), new_state

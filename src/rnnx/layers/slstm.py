@@ -23,16 +23,16 @@ it (causal convolution, group norm, gated MLP) belongs to the model.
 
 Modes (the same function; the test matrix checks it):
 
-* ``"sequential"``: the step-by-step recurrence (the native fused CPU kernel, or the
+* ``"recurrent"``: the step-by-step recurrence (the native fused CPU kernel, or the
   PyTorch loop elsewhere; see ``backend``). The reference, and :meth:`step`'s mode.
 * ``"newton"``: all steps at once by quasi-Newton iterations, each one block scan
   (:mod:`rnnx.ops.slstm_newton`: coordinates (h, c/n, log n + m), the Jacobian's part
-  inside each unit, exact adjoint in backward). Converges to the sequential result within
+  inside each unit, exact adjoint in backward). Converges to the recurrent result within
   ``newton_tol`` in about 10 iterations (float32) at the default initialisation; falls
-  back to the sequential loop with a warning after ``newton_max_iter`` iterations.
+  back to the step-by-step loop with a warning after ``newton_max_iter`` iterations.
   What the last forward did: :attr:`sLSTM.newton_info`.
 
-``mode="auto"`` (the default) runs ``"sequential"`` on the CPU, where the fused kernel
+``mode="auto"`` (the default) runs ``"recurrent"`` on the CPU, where the fused kernel
 walks time faster than any parallel solve, and ``"newton"`` on CUDA, where a Python loop
 over time costs a kernel launch per step and gate (:attr:`auto_modes`; ``layer.mode`` says
 what runs).
@@ -69,13 +69,15 @@ class sLSTM(ClassicRNN):  # the paper's name
     """
 
     paper: ClassVar[str] = "arXiv 2405.04517"
-    modes: ClassVar[tuple[str, ...]] = ("sequential", "newton")
+    modes: ClassVar[tuple[str, ...]] = ("recurrent", "newton")
     auto_modes: ClassVar[dict[str, str]] = {"cuda": "newton"}
+    #: no "cudnn": torch's fused RNN op has no sLSTM cell
+    backends: ClassVar[tuple[str, ...]] = ("auto", "native", "torch")
     num_gates: ClassVar[int] = 4
     state_names: ClassVar[tuple[str, ...]] = ("h", "c", "n", "m")
     two_biases: ClassVar[bool] = False
     #: Newton stops at this tolerance in float64: 1e-10 on the residual; the test matrix
-    #: compares with the sequential mode at 1e-7.
+    #: compares with the recurrent mode at 1e-7.
     equivalence_rtol: ClassVar[float] = 1e-7
 
     def __init__(self, d_model: int, hidden_size: int | None = None, **kw: Any) -> None:
@@ -106,6 +108,7 @@ class sLSTM(ClassicRNN):  # the paper's name
             max_iter=self.newton_max_iter,
             tol=self.newton_tol,
             fallback=self.newton_fallback,
+            backend=self.backend,
         )
         self.newton_info.append(info)
         return y, final

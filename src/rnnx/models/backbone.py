@@ -53,6 +53,8 @@ class BackboneConfig:
     """Extra keyword arguments of the mixer (e.g. ``{"d_state": 64}``)."""
     mode: str | None = None
     """Mixer mode; None keeps the layer's default."""
+    backend: str | None = None
+    """Mixer backend (``layer.backend``); None keeps ``"auto"``."""
     mlp_ratio: float = 0.0
     """Hidden size of the per-block MLP as a multiple of d_model; 0 disables it."""
     glu: bool = False
@@ -139,6 +141,8 @@ class Block(nn.Module):
     @staticmethod
     def _make_mixer(cfg: BackboneConfig) -> layers.RecurrentLayer:
         mixer = layers.create(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
+        if cfg.backend is not None:
+            mixer.backend = cfg.backend
         if cfg.mode is not None:
             mixer.mode = cfg.mode
         if mixer.d_output != cfg.d_model:

@@ -23,6 +23,11 @@ Every op has the signature of the family (shared with :mod:`rnnx.ops.delta` and
     o, final_state = op(q, k, v, <gates>, *, initial_state=None, output_final_state=False,
                         cu_seqlens=None, chunk_size=64, scale=None, backend="auto")
 
+``backend`` names the implementation of the chunked form: ``"torch"`` (pure PyTorch),
+``"native"`` (GLA and mLSTM: the intra-chunk matrix from a C++ kernel) or ``"auto"``;
+the recurrence step by step is the op's ``*_reference`` function. (Old names, with a
+DeprecationWarning: ``"chunk"`` is ``"torch"``; ``"reference"`` runs the reference.)
+
 with batch-first tensors ``q, k: (B, T, H, K)``, ``v: (B, T, H, V)`` and states
 ``(B, H, K, V)``. ``cu_seqlens`` (int64, ``(n+1,)``, cumulative starts) packs n
 sequences along time in a batch of one; initial and final states then have a leading
@@ -47,7 +52,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -56,6 +60,7 @@ from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx._native import ops as native_ops
+from rnnx._vocab import REFERENCE, op_backend
 
 __all__ = [
     "BACKENDS",
@@ -70,12 +75,10 @@ __all__ = [
     "simple_gla_reference",
 ]
 
-Backend = Literal["auto", "chunk", "reference"]
-GlaBackend = Literal["auto", "native", "chunk", "reference"]
-BACKENDS: tuple[str, ...] = ("auto", "chunk", "reference")
+BACKENDS: tuple[str, ...] = ("auto", "torch")
 #: :func:`gla` also has ``"native"``: the chunked form with the intra-chunk matrix from
-#: a C++ kernel (CPU, float32/float64); ``"chunk"`` is then the pure-PyTorch form.
-GLA_BACKENDS: tuple[str, ...] = ("auto", "native", "chunk", "reference")
+#: a C++ kernel (CPU, float32/float64); ``"torch"`` is the pure-PyTorch form.
+GLA_BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
 
 #: Size of the sub-chunks inside which vector-decay (GLA) attention is computed exactly.
 GLA_SUBCHUNK = 16
@@ -157,7 +160,7 @@ def check_options(
     boundaries decide shapes, so they are read once here).
     """
     chunk = require_positive_int("chunk_size", chunk_size)
-    if backend not in backends:
+    if backend not in backends and backend != REFERENCE:
         raise ValueError(f"backend: expected one of {tuple(backends)}, got {backend!r}")
     if cu_seqlens is None:
         return chunk, None
@@ -486,6 +489,7 @@ def _run(
 ) -> tuple[Tensor, Tensor | None]:
     B, T, H, K, V = check_qkv(q, k, v)
     backends = GLA_BACKENDS if kind == "vector" else BACKENDS
+    backend = op_backend(backend, backends, reference="the op's *_reference() function")
     C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device, backends)
     n = B if bounds is None else len(bounds) - 1
     S0 = check_state("initial_state", initial_state, (n, H, K, V), q.device)
@@ -494,7 +498,7 @@ def _run(
     q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
     g_ = None if g is None else g.to(dtype)
     S0_ = None if S0 is None else S0.to(dtype)
-    if backend == "reference":
+    if backend == REFERENCE:
         o, final = _run_reference(q_, k_, v_, g_, S0_, bounds, s)
     else:
         native = kind == "vector" and use_native(backend, dtype, q.device, "GLA")
@@ -523,7 +527,7 @@ def linear_attention(
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
     scale: float | None = None,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Causal linear attention without decay (Katharopoulos et al., arXiv 2006.16236).
 
@@ -537,7 +541,8 @@ def linear_attention(
         cu_seqlens: int64 ``(n+1,)`` cumulative starts of n sequences packed in batch 1.
         chunk_size: the chunk length C of the chunked form.
         scale: multiplies ``q``; default ``K ** -0.5``.
-        backend: ``"chunk"`` (and ``"auto"``) or ``"reference"`` (the recurrence).
+        backend: ``"torch"`` (and ``"auto"``); :func:`linear_attention_reference` is the
+            recurrence.
 
     Returns:
         ``(o, final_state)``: ``o`` ``(B, T, H, V)`` in ``q``'s dtype; the final state
@@ -552,7 +557,7 @@ def linear_attention(
 @fp32_under_autocast
 def linear_attention_reference(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> tuple:
     """:func:`linear_attention` by the recurrence, one step at a time."""
-    return linear_attention(q, k, v, **{**kwargs, "backend": "reference"})
+    return linear_attention(q, k, v, **{**kwargs, "backend": REFERENCE})
 
 
 @fp32_under_autocast
@@ -567,7 +572,7 @@ def retention(
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
     scale: float | None = None,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Retention with a fixed decay per head (RetNet, Sun et al., arXiv 2307.08621).
 
@@ -587,7 +592,7 @@ def retention(
 @fp32_under_autocast
 def retention_reference(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, **kwargs) -> tuple:
     """:func:`retention` by the recurrence, one step at a time."""
-    return retention(q, k, v, log_decay, **{**kwargs, "backend": "reference"})
+    return retention(q, k, v, log_decay, **{**kwargs, "backend": REFERENCE})
 
 
 @fp32_under_autocast
@@ -602,7 +607,7 @@ def simple_gla(
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
     scale: float | None = None,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Linear attention with a data-dependent scalar decay per head and step.
 
@@ -622,7 +627,7 @@ def simple_gla(
 @fp32_under_autocast
 def simple_gla_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, **kwargs) -> tuple:
     """:func:`simple_gla` by the recurrence, one step at a time."""
-    return simple_gla(q, k, v, g, **{**kwargs, "backend": "reference"})
+    return simple_gla(q, k, v, g, **{**kwargs, "backend": REFERENCE})
 
 
 @fp32_under_autocast
@@ -637,7 +642,7 @@ def gla(
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
     scale: float | None = None,
-    backend: GlaBackend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Gated linear attention (GLA, Yang et al., arXiv 2312.06635): vector decay.
 
@@ -646,8 +651,8 @@ def gla(
 
     ``backend``: ``"auto"`` uses ``"native"`` (the intra-chunk matrix from a C++ kernel,
     exact running products of the decays) for float32/float64 CPU tensors when the
-    kernel builds, else ``"chunk"`` (pure PyTorch: pairs of sub-chunks by matrix
-    products, diagonal sub-chunks elementwise); ``"reference"`` is the recurrence.
+    kernel builds, else ``"torch"`` (pure PyTorch: pairs of sub-chunks by matrix
+    products, diagonal sub-chunks elementwise); :func:`gla_reference` is the recurrence.
     Everything else as in :func:`linear_attention`.
     """
     B, T, H, K, _ = check_qkv(q, k, v)
@@ -661,4 +666,4 @@ def gla(
 @fp32_under_autocast
 def gla_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, **kwargs) -> tuple:
     """:func:`gla` by the recurrence, one step at a time."""
-    return gla(q, k, v, g, **{**kwargs, "backend": "reference"})
+    return gla(q, k, v, g, **{**kwargs, "backend": REFERENCE})

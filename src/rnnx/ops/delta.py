@@ -43,8 +43,9 @@ import torch
 from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
+from rnnx._vocab import REFERENCE, op_backend
 from rnnx.ops.chunk import (
-    Backend,
+    BACKENDS,
     check_gate,
     check_options,
     check_qkv,
@@ -172,6 +173,7 @@ def _run(
     backend: str,
 ) -> tuple[Tensor, Tensor | None]:
     B, T, H, K, V = q.shape[0], q.shape[1], q.shape[2], q.shape[3], v.shape[3]
+    backend = op_backend(backend, BACKENDS, reference="the op's *_reference() function")
     C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device)
     n = B if bounds is None else len(bounds) - 1
     S0 = check_state("initial_state", initial_state, (n, H, K, V), q.device)
@@ -180,7 +182,7 @@ def _run(
     q_, k_, v_, b_ = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     g_ = None if g is None else g.to(dtype)
     S0_ = None if S0 is None else S0.to(dtype)
-    if backend == "reference":
+    if backend == REFERENCE:
         if bounds is None:
             o, final = _delta_reference(q_, k_, v_, g_, b_, S0_, s)
         else:
@@ -219,7 +221,7 @@ def delta_rule(
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
     scale: float | None = None,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """The delta rule (DeltaNet, arXiv 2406.06484): S_t = (I − β_t k_t k_tᵀ) S_{t-1} + β_t k_t v_tᵀ.
 
@@ -233,7 +235,8 @@ def delta_rule(
         cu_seqlens: int64 ``(n+1,)`` cumulative starts of n sequences packed in batch 1.
         chunk_size: the chunk length C of the chunked (WY/UT) form.
         scale: multiplies ``q``; default ``K ** -0.5``.
-        backend: ``"chunk"`` (and ``"auto"``) or ``"reference"`` (the recurrence).
+        backend: ``"torch"`` (and ``"auto"``): the chunked form in PyTorch;
+            :func:`delta_rule_reference` is the recurrence.
 
     Returns:
         ``(o, final_state)``: ``o`` ``(B, T, H, V)`` in ``q``'s dtype; the final state
@@ -250,7 +253,7 @@ def delta_rule(
 @fp32_under_autocast
 def delta_rule_reference(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, **kwargs) -> tuple:
     """:func:`delta_rule` by the recurrence, one step at a time."""
-    return delta_rule(q, k, v, beta, **{**kwargs, "backend": "reference"})
+    return delta_rule(q, k, v, beta, **{**kwargs, "backend": REFERENCE})
 
 
 @fp32_under_autocast
@@ -266,7 +269,7 @@ def gated_delta_rule(
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
     scale: float | None = None,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """The gated delta rule (Gated DeltaNet, arXiv 2412.06464).
 
@@ -288,4 +291,4 @@ def gated_delta_rule_reference(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, **kwargs
 ) -> tuple:
     """:func:`gated_delta_rule` by the recurrence, one step at a time."""
-    return gated_delta_rule(q, k, v, g, beta, **{**kwargs, "backend": "reference"})
+    return gated_delta_rule(q, k, v, g, beta, **{**kwargs, "backend": REFERENCE})

@@ -45,6 +45,7 @@ from torch import Tensor
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_choice
 from rnnx._native import ops as native_ops
+from rnnx._vocab import REFERENCE, op_backend
 from rnnx.ops.chunk import (
     check_gate,
     check_options,
@@ -62,8 +63,7 @@ from rnnx.ops.chunk import (
 
 __all__ = ["FORGET_GATES", "MLSTM_BACKENDS", "mlstm", "mlstm_reference"]
 
-MlstmBackend = Literal["auto", "native", "chunk", "reference"]
-MLSTM_BACKENDS: tuple[str, ...] = ("auto", "native", "chunk", "reference")
+MLSTM_BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
 ForgetGate = Literal["sigmoid", "exp"]
 FORGET_GATES: tuple[str, ...] = ("sigmoid", "exp")
 
@@ -195,7 +195,7 @@ def mlstm(
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
     scale: float | None = None,
-    backend: MlstmBackend = "auto",
+    backend: str = "auto",
     forget_gate: ForgetGate = "sigmoid",
     eps: float = 1e-6,
 ) -> tuple[Tensor, MState | None]:
@@ -212,8 +212,8 @@ def mlstm(
         chunk_size: the chunk length C of the chunked form.
         scale: multiplies ``q``; default ``K ** -0.5``.
         backend: ``"auto"`` uses ``"native"`` (the intra-chunk weights from a C++ kernel)
-            for float32/float64 CPU tensors when the kernel builds, else ``"chunk"`` (pure
-            PyTorch); ``"reference"`` is the recurrence.
+            for float32/float64 CPU tensors when the kernel builds, else ``"torch"`` (pure
+            PyTorch); :func:`mlstm_reference` is the recurrence.
         forget_gate: ``"sigmoid"`` (log f = logsigmoid(f̃)) or ``"exp"`` (log f = f̃).
         eps: added to the normaliser's denominator.
 
@@ -226,6 +226,7 @@ def mlstm(
     i = check_gate("i", i, (B, T, H), q.device)
     f = check_gate("f", f, (B, T, H), q.device)
     require_choice("forget_gate", forget_gate, FORGET_GATES)
+    backend = op_backend(backend, MLSTM_BACKENDS, reference="mlstm_reference()")
     C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device, MLSTM_BACKENDS)
     n_seq = B if bounds is None else len(bounds) - 1
     state: MState | None = None
@@ -245,7 +246,7 @@ def mlstm(
     f_ = f.to(dtype)
     logf = F.logsigmoid(f_) if forget_gate == "sigmoid" else f_
     st = None if state is None else cast(MState, tuple(t.to(dtype) for t in state))
-    if backend == "reference":
+    if backend == REFERENCE:
         if bounds is None:
             h, final = _mlstm_reference(q_, k_, v_, i_, logf, st, s, eps)
         else:
@@ -276,4 +277,4 @@ def mlstm(
 @fp32_under_autocast
 def mlstm_reference(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, **kwargs) -> tuple:
     """:func:`mlstm` by the stabilised recurrence, one step at a time."""
-    return mlstm(q, k, v, i, f, **{**kwargs, "backend": "reference"})
+    return mlstm(q, k, v, i, f, **{**kwargs, "backend": REFERENCE})

@@ -68,7 +68,7 @@ from torch import Tensor
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import RnnxWarning, fmt_shape, require_positive_int, require_tensor
 from rnnx._tree import flatten, unflatten
-from rnnx.ops.scan import Backend, scan
+from rnnx.ops.scan import scan
 from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal, Structure, as_structure
 
 __all__ = [
@@ -438,7 +438,7 @@ def newton_solve(
     init: Init = "zeros",
     fallback: bool = True,
     state_size: int | None = None,
-    backend: Backend = "auto",
+    backend: str = "auto",
     jacobian_fn: Callable[[Tensor, Any], tuple[Tensor, Tensor]] | None = None,
     exact_jacobian: bool = True,
 ) -> tuple[Tensor, NewtonInfo]:

@@ -6,7 +6,7 @@ methods (:mod:`rnnx.layers.pararnn`); this module runs them with the kernels of
 
 * :func:`sequence` (``torch.ops.rnnx.pararnn``): the whole sequential recurrence, forward
   and backward (BPTT) in native code; each (batch, feature) runs its own loop since the
-  recurrence is elementwise (mode ``"fused"`` of the layers);
+  recurrence is elementwise (the layers' mode ``"recurrent"`` on backend ``"native"``);
 * :func:`cell` (``torch.ops.rnnx.pararnn_cell``): the cell at every leading index at
   once, differentiable by its native vector-Jacobian product (``rnnx::pararnn_cell_vjp``):
   Newton's evaluations of f and its one batched VJP;

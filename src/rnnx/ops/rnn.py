@@ -20,7 +20,7 @@ one head this is torch.nn's ``weight_hh_l0``.
 
 Two backends compute the same function:
 
-* ``"reference"`` (:func:`rnn_sequence_reference`): a readable loop over time in plain
+* ``"torch"`` (:func:`rnn_sequence_reference`): a readable loop over time in plain
   PyTorch, differentiated by autograd; the test oracle and the fallback (any device).
 * ``"native"``: a fused C++ kernel for CPU float32/float64 (:mod:`rnnx._native`, built on
   first use), the operator ``torch.ops.rnnx.rnn``: per step the recurrent product and the
@@ -28,13 +28,12 @@ Two backends compute the same function:
   (``rnnx::rnn_bwd``; the weight gradient is one large product over all steps afterwards).
 
 ``backend="auto"`` picks ``"native"`` for CPU float32/float64 tensors when the kernel
-builds, and the reference otherwise (one :class:`rnnx.RnnxWarning` if the build fails).
+builds, and ``"torch"`` otherwise (one :class:`rnnx.RnnxWarning` if the build fails).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +43,7 @@ from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_choice, require_tensor
 from rnnx._native import ops as native_ops
+from rnnx._vocab import op_backend
 
 __all__ = [
     "BACKENDS",
@@ -56,8 +56,7 @@ __all__ = [
     "state_names",
 ]
 
-Backend = Literal["auto", "native", "reference"]
-BACKENDS: tuple[str, ...] = ("auto", "native", "reference")
+BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
 
 
 @dataclass(frozen=True)
@@ -292,7 +291,7 @@ def rnn_sequence(
     lengths: Tensor | None = None,
     reverse: bool = False,
     num_heads: int = 1,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, tuple[Tensor, ...]]:
     """Every output and the final state of an RNN cell over a sequence.
 
@@ -314,16 +313,17 @@ def rnn_sequence(
             bidirectional layer).
         num_heads: block-diagonal recurrence with this many heads.
         backend: ``"auto"`` (native for CPU float32/float64 when built, else the
-            reference), ``"native"`` or ``"reference"``. Depends only on device, dtype and
+            PyTorch loop), ``"native"`` or ``"torch"`` (the loop,
+            :func:`rnn_sequence_reference`; the old name ``"reference"`` maps to it with
+            a DeprecationWarning). Depends only on device, dtype and
             whether the kernel builds, never on values or lengths.
 
     Returns:
         ``(y, state)``: ``y`` ``(B, T, H)`` the h of every step (at padding: the carried
         h) and the final state (after the last step processed).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    if backend == "reference":
+    backend = op_backend(backend, BACKENDS)
+    if backend == "torch":
         return rnn_sequence_reference(
             cell,
             gx,

@@ -8,7 +8,7 @@ Three implementations compute the same function:
 
 * :func:`scan_reference`: a readable Python loop over time, differentiated by plain
   autograd. The oracle of the tests.
-* ``"chunked"``: pure PyTorch, any device. Time is cut into chunks of about sqrt(L);
+* ``"torch"``: pure PyTorch, any device. Time is cut into chunks of about sqrt(L);
   a short loop inside the chunks runs on all chunks at once, a short loop carries the
   state across chunks, and one fix-up adds each chunk's incoming state. O(L) work
   and O(sqrt(L)) Python steps.
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
@@ -41,10 +40,10 @@ from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_tensor
 from rnnx._native import ops as native_ops
+from rnnx._vocab import REFERENCE, op_backend
 from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal, Structure, as_structure
 
-Backend = Literal["auto", "native", "chunked", "reference"]
-BACKENDS: tuple[str, ...] = ("auto", "native", "chunked", "reference")
+BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
 
 __all__ = ["BACKENDS", "native_available", "scan", "scan_reference"]
 
@@ -372,7 +371,7 @@ def scan(
     *,
     structure: Structure | str = "diagonal",
     reverse: bool = False,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
     """All states of the linear recurrence h_t = A_t h_{t-1} + b_t, and the last one.
 
@@ -390,7 +389,8 @@ def scan(
             ``h0`` entering after the last step (for bidirectional layers).
         backend: ``"auto"`` picks ``"native"`` for CPU tensors it supports (diagonal real
             or complex, block-diagonal/dense real) when the kernel is built, otherwise
-            ``"chunked"``. ``"reference"`` runs :func:`scan_reference`. The choice depends
+            ``"torch"``. (Old names: ``"chunked"`` is ``"torch"``; ``"reference"`` runs
+            :func:`scan_reference`, with a DeprecationWarning.) The choice depends
             only on structure, dtype and device, never on the values or the length.
 
     Returns:
@@ -401,9 +401,8 @@ def scan(
     """
     st = as_structure(structure)
     a, b = _validate(a, b, h0, st)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    if backend == "reference" or b.shape[1] == 0:
+    backend = op_backend(backend, BACKENDS, reference="scan_reference()")
+    if backend == REFERENCE or b.shape[1] == 0:
         return scan_reference(a, b, h0, structure=st, reverse=reverse)
     a_c, b_c, h0_c, canon = _canonicalize(a, b, h0, st)
     impl = backend
@@ -421,7 +420,7 @@ def scan(
                 "backend: 'native' was requested but the native scan kernel is unavailable: "
                 f"{_native.unavailable_reason('scan')}"
             )
-        impl = "native" if built else "chunked"
+        impl = "native" if built else "torch"
     if impl == "native":
         h, last = native_ops.call("scan", a_c, b_c, h0_c, bool(reverse))
     else:

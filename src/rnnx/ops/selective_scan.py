@@ -20,7 +20,7 @@ cu_seqlens, ..., backend) -> (out, final_state or None)``.
 
 Backends (the same function; chosen by explicit ``backend``, never by values or length):
 
-* ``"reference"``: :func:`selective_scan_reference`, a loop over time in plain PyTorch
+* :func:`selective_scan_reference`: a loop over time in plain PyTorch
   (linear-cost autograd). The oracle of the tests.
 * ``"native"``: a fused C++ kernel (``rnnx/_native/selective_scan.cpp``; the operator
   ``torch.ops.rnnx.selective_scan``). The state
@@ -30,17 +30,16 @@ Backends (the same function; chosen by explicit ``backend``, never by values or 
   The forward keeps a checkpoint of the state every ``chunk_size`` steps when a gradient
   is needed; the backward recomputes each chunk from its checkpoint and runs the adjoint
   recurrence through it (memory O(batch·length·D·N / chunk_size)).
-* ``"chunked"``: pure PyTorch for any device. Time is cut into chunks; a chunk's states
+* ``"torch"``: pure PyTorch for any device. Time is cut into chunks; a chunk's states
   (batch, chunk, D, N) are built by :func:`rnnx.ops.scan` and contracted with C, and only
   the states at chunk boundaries are kept; backward recomputes one chunk at a time.
 
 ``"auto"`` picks ``"native"`` for CPU float32/float64 when the kernel builds, otherwise
-``"chunked"``.
+``"torch"``. (Old names, with a DeprecationWarning: ``"chunked"`` is ``"torch"``;
+``"reference"`` runs :func:`selective_scan_reference`.)
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -50,10 +49,10 @@ from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx._native import ops as native_ops
+from rnnx._vocab import REFERENCE, op_backend
 from rnnx.ops.scan import scan
 
-Backend = Literal["auto", "native", "chunked", "reference"]
-BACKENDS: tuple[str, ...] = ("auto", "native", "chunked", "reference")
+BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
 
 __all__ = [
     "BACKENDS",
@@ -264,8 +263,9 @@ def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None, cdt
 # --------------------------------------------------------------------------- chunked (torch)
 
 
-def _chunk_states(u, dt, A, B, C, h, negative):
-    """One chunk by :func:`rnnx.ops.scan`: (y (b, K, D), state after the chunk)."""
+def _chunk_states(u, dt, A, B, C, h, negative, scan_backend="auto"):
+    """One chunk by :func:`rnnx.ops.scan` (on ``scan_backend``): (y (b, K, D), state
+    after the chunk)."""
     b, K, dim = u.shape
     G, N = B.shape[-2:]
     a = torch.exp(dt.unsqueeze(-1) * A)  # (b, K, D, N)
@@ -273,17 +273,17 @@ def _chunk_states(u, dt, A, B, C, h, negative):
         a = 2 * a - 1
     # channels as (group, channel in group): B and C broadcast, never repeated per channel
     x = ((dt * u).view(b, K, G, dim // G, 1) * B.unsqueeze(3)).view(b, K, dim, N)
-    hs, last = scan(a, x, h)
+    hs, last = scan(a, x, h, backend=scan_backend)
     y = torch.einsum("bkgen,bkgn->bkge", hs.view(b, K, G, dim // G, N), C)
     return y.reshape(b, K, dim), last
 
 
-def _chunk_loop(u, dt, A, B, C, h, chunk: int, negative: bool):
+def _chunk_loop(u, dt, A, B, C, h, chunk: int, negative: bool, scan_backend: str):
     """All chunks one after another (y (b, L, D), last state), under plain autograd."""
     ys = []
     for t0 in range(0, u.shape[1], chunk):
         sl = slice(t0, t0 + chunk)
-        y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative)
+        y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative, scan_backend)
         ys.append(y)
     return (torch.cat(ys, 1) if ys else u.new_zeros(u.shape)), h
 
@@ -292,7 +292,7 @@ class _ChunkedScan(torch.autograd.Function):
     """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward."""
 
     @staticmethod
-    def forward(ctx, u, dt, A, B, C, h0, chunk: int, negative: bool):
+    def forward(ctx, u, dt, A, B, C, h0, chunk: int, negative: bool, scan_backend: str):
         L = u.shape[1]
         bounds = list(range(0, L, chunk))
         h = h0
@@ -301,10 +301,12 @@ class _ChunkedScan(torch.autograd.Function):
             for t0 in bounds:
                 sl = slice(t0, t0 + chunk)
                 entering.append(h)
-                y, h = _chunk_states(u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative)
+                y, h = _chunk_states(
+                    u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], h, negative, scan_backend
+                )
                 ys.append(y)
         ctx.save_for_backward(u, dt, A, B, C, *entering)
-        ctx.chunk, ctx.negative = chunk, negative
+        ctx.chunk, ctx.negative, ctx.scan_backend = chunk, negative, scan_backend
         y = torch.cat(ys, 1) if ys else u.new_zeros(u.shape)
         return y, h
 
@@ -324,11 +326,11 @@ class _ChunkedScan(torch.autograd.Function):
                     for t in (u[:, sl], dt[:, sl], A, B[:, sl], C[:, sl], entering[i])
                 ]
                 # mypy counts the *leaves list as filling every parameter
-                y, last = _chunk_states(*leaves, ctx.negative)  # type: ignore[call-arg]
+                y, last = _chunk_states(*leaves, ctx.negative, ctx.scan_backend)  # type: ignore[call-arg]
                 grads = torch.autograd.grad((y, last), leaves, (g_y[:, sl], g_h))
             gu[:, sl], gdt[:, sl], gA_i, gB[:, sl], gC[:, sl], g_h = grads
             gA += gA_i
-        return gu, gdt, gA, gB, gC, g_h, None, None
+        return gu, gdt, gA, gB, gC, g_h, None, None, None
 
 
 # --------------------------------------------------------------------------- native
@@ -374,7 +376,7 @@ def selective_scan(
     cu_seqlens: Tensor | None = None,
     negative_eigenvalues: bool = False,
     chunk_size: int = 64,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Mamba's selective scan (S6), batch-first; see the module docstring for the math.
 
@@ -392,19 +394,18 @@ def selective_scan(
             in a batch of 1; each starts from its own initial state.
         negative_eigenvalues: transition ``2 exp(Δ A) - 1`` in (-1, 1] instead of
             ``exp(Δ A)`` in (0, 1] (arXiv 2411.12537).
-        chunk_size: time steps per chunk of the ``"chunked"`` backend, and the checkpoint
+        chunk_size: time steps per chunk of the ``"torch"`` backend, and the checkpoint
             interval of the ``"native"`` backward.
-        backend: ``"auto"``, ``"native"``, ``"chunked"`` or ``"reference"``.
+        backend: ``"auto"``, ``"native"`` or ``"torch"``.
 
     Returns:
         ``(out, final_state)``: ``out`` ``(batch, length, D)`` in u's dtype; the final state
         ``(batch, D, N)`` (``(n, D, N)`` with ``cu_seqlens``) in float32 (float64 if any
         input is float64) when ``output_final_state``, else None.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    backend = op_backend(backend, BACKENDS, reference="selective_scan_reference()")
     require_positive_int("chunk_size", chunk_size)
-    if backend == "reference" or (isinstance(u, Tensor) and u.dim() == 3 and u.shape[1] == 0):
+    if backend == REFERENCE or (isinstance(u, Tensor) and u.dim() == 3 and u.shape[1] == 0):
         return selective_scan_reference(
             u,
             delta,
@@ -437,7 +438,7 @@ def selective_scan(
                 "backend: 'native' was requested but the native selective-scan kernel is "
                 f"unavailable: {_native.unavailable_reason('selective_scan')}"
             )
-        impl = "native" if built else "chunked"
+        impl = "native" if built else "torch"
     batch, length, dim = u.shape
     N = A.shape[1]
     if impl == "native":
@@ -481,12 +482,15 @@ def selective_scan(
         up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
     if h0 is None:
         h0 = uc.new_zeros((n_seq, dim, N))
+    # backend "torch" is PyTorch throughout (its chunks' scans too); "auto" lets them pick
+    scan_backend = backend if backend == "torch" else "auto"
+    args = (up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues, scan_backend)
     if torch.compiler.is_compiling():
         # torch.compile cannot trace the recomputing backward (autograd.grad inside a
         # Function): the compiled graph differentiates the chunk loop itself
-        y, h_last = _chunk_loop(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+        y, h_last = _chunk_loop(*args)
     else:
-        y, h_last = _ChunkedScan.apply(up, dtp, Ac, Bp, Cp, h0, chunk_size, negative_eigenvalues)
+        y, h_last = _ChunkedScan.apply(*args)
     if cu is not None:
         y = y[mask].unsqueeze(0)
     out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)

@@ -174,13 +174,15 @@ def slstm_newton(
     max_iter: int = 32,
     tol: float | None = None,
     fallback: bool = True,
+    backend: str = "auto",
 ) -> tuple[Tensor, tuple[Tensor, ...], NewtonInfo | None]:
     """The sLSTM recurrence over a sequence by quasi-Newton iterations (module docstring).
 
     Same arguments and results as :func:`rnnx.ops.rnn.rnn_sequence` with ``cell="slstm"``
     (``gx`` ``(B, T, 4H)``, ``state`` = ``(h, c, n, m)`` each ``(B, H)``), plus the Newton
     settings of :func:`rnnx.ops.newton_solve` (``tol`` on max |f(s_{t-1}) - s_t| in the
-    (h, c~, nu) coordinates; default 1e-5 for float32, 1e-10 for float64). Returns
+    (h, c~, nu) coordinates; default 1e-5 for float32, 1e-10 for float64; ``backend``,
+    the :func:`rnnx.ops.scan` backend of the linear solves). Returns
     ``(y, final_state, info)``; ``info`` is None for a sequence of one step (no
     iteration).
     """
@@ -237,6 +239,7 @@ def slstm_newton(
         fallback=fallback,
         jacobian_fn=jac_fn,
         exact_jacobian=False,
+        backend=backend,
     )
     S = traj.unflatten(-1, (H, 3))
     hs = S[..., 0]

@@ -28,13 +28,12 @@ entries, not a difference of two cumulative sums), so they stay exact for long c
 
 One signature for the family: ``ssd(x, dt, A, B, C, D, *, initial_state,
 output_final_state, cu_seqlens, ..., chunk_size, backend) -> (y, final_state or None)``.
-Backends: ``"chunked"`` (the algorithm above, pure PyTorch, any device; what ``"auto"``
-picks) and ``"reference"`` (:func:`ssd_reference`, the recurrence step by step).
+Backend: ``"torch"`` (the algorithm above, pure PyTorch, any device; what ``"auto"``
+picks); the recurrence step by step is :func:`ssd_reference`. (Old names, with a
+DeprecationWarning: ``"chunked"`` is ``"torch"``; ``"reference"`` runs :func:`ssd_reference`.)
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,10 +41,10 @@ from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
+from rnnx._vocab import REFERENCE, op_backend
 from rnnx.ops.selective_scan import _check_cu_seqlens, _compute_dtype, _packed_to_padded
 
-Backend = Literal["auto", "chunked", "reference"]
-BACKENDS: tuple[str, ...] = ("auto", "chunked", "reference")
+BACKENDS: tuple[str, ...] = ("auto", "torch")
 
 __all__ = ["BACKENDS", "ssd", "ssd_reference"]
 
@@ -276,7 +275,7 @@ def ssd(
     output_final_state: bool = False,
     cu_seqlens: Tensor | None = None,
     chunk_size: int = 64,
-    backend: Backend = "auto",
+    backend: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Mamba-2's SSD layer core, batch-first; see the module docstring for the math.
 
@@ -293,20 +292,19 @@ def ssd(
         cu_seqlens: int64 ``(n + 1,)`` cumulative starts of n sequences packed along time in
             a batch of 1 (they are padded into a batch for the chunked algorithm, with Δ = 0
             on the padding).
-        chunk_size: Q, the chunk length of the ``"chunked"`` backend (64-256 are typical;
+        chunk_size: Q, the chunk length of the chunked algorithm (64-256 are typical;
             the work inside chunks grows as Q, the scan across chunks as L / Q). A
             sequence shorter than Q is one chunk of its own length.
-        backend: ``"auto"`` (= ``"chunked"``), ``"chunked"`` or ``"reference"``.
+        backend: ``"auto"`` (= ``"torch"``) or ``"torch"``.
 
     Returns:
         ``(y, final_state)``: ``y`` ``(batch, length, H, P)`` in x's dtype; the final state
         ``(batch, H, P, N)`` in float32 (float64 if any input is) when
         ``output_final_state``, else None.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    backend = op_backend(backend, BACKENDS, reference="ssd_reference()")
     require_positive_int("chunk_size", chunk_size)
-    if backend == "reference" or (isinstance(x, Tensor) and x.dim() == 4 and x.shape[1] == 0):
+    if backend == REFERENCE or (isinstance(x, Tensor) and x.dim() == 4 and x.shape[1] == 0):
         return ssd_reference(
             x,
             dt,

@@ -56,7 +56,11 @@ class ModelConfig:
     layer_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments of the layer."""
     mode: str | None = None
-    """Layer mode for training (None: the layer's default)."""
+    """Layer mode for training, an algorithm such as ``"chunk"`` or ``"scan"`` (None: the
+    layer's default)."""
+    backend: str | None = None
+    """Implementation of the layer's ops: ``"auto"``, ``"native"``, ``"torch"`` (the
+    layer's ``backends``; None: ``"auto"``)."""
     mlp_ratio: float | None = None
     """Per-block MLP width as a multiple of d_model (0: no MLP; None: the recipe's)."""
     glu: bool = False
@@ -104,6 +108,7 @@ class ModelConfig:
             vocab_size=vocab_size,
             layer_kwargs=kwargs,
             mode=self.mode,
+            backend=self.backend,
             mlp_ratio=self.mlp_ratio or 0.0,
             glu=self.glu,
             dropout=self.dropout or 0.0,
@@ -386,6 +391,25 @@ def _build(cls, values: dict[str, Any], section: str):
     return obj
 
 
+def _new_vocabulary(m: ModelConfig, cls: Any) -> None:
+    """Map an old mode or backend name of ``m`` to the new one, with one
+    DeprecationWarning (docs/contract.md: old names work for one release)."""
+    from rnnx._vocab import OLD_BACKENDS, deprecated
+
+    alias = cls.old_mode(m.mode)
+    if alias is not None:
+        mode, backend = alias
+        new = f"mode = {mode!r}" + (f" with backend = {backend!r}" if backend else "")
+        deprecated("[model] mode", str(m.mode), new)
+        m.mode = mode
+        if backend is not None and m.backend in (None, "auto"):
+            m.backend = backend
+    new_backend = OLD_BACKENDS.get(m.backend) if isinstance(m.backend, str) else None
+    if m.backend not in cls.backends and new_backend in cls.backends:
+        deprecated("[model] backend", str(m.backend), f"backend = {new_backend!r}")
+        m.backend = new_backend
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check what the field types cannot: the layer and task exist, the layer has the mode
     and takes the keyword arguments, the task takes its keyword arguments. Raises
@@ -399,6 +423,7 @@ def validate(cfg: RunConfig) -> RunConfig:
         cls = layers.get(m.layer)
     except ValueError as exc:
         raise ConfigError("model", "layer", str(exc).removeprefix("layer: ")) from None
+    _new_vocabulary(m, cls)
     if m.mode is not None and m.mode not in cls.modes:
         raise ConfigError(
             "model",
@@ -409,8 +434,15 @@ def validate(cfg: RunConfig) -> RunConfig:
     kwargs = dict(m.layer_kwargs)
     if m.d_state is not None:
         kwargs["d_state"] = m.d_state
+    if m.backend is not None and m.backend not in cls.backends:
+        raise ConfigError(
+            "model",
+            "backend",
+            f"layer {m.layer!r} has no backend {m.backend!r}"
+            f"{did_you_mean(m.backend, cls.backends)} (its backends: {', '.join(cls.backends)})",
+        )
     names, var = accepted_kwargs(cls)
-    taken = [n for n in names if n not in ("d_model", "mode")]
+    taken = [n for n in names if n not in ("d_model", "mode", "backend")]
     for k in kwargs if not var else ():
         if k in taken:
             continue

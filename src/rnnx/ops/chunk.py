@@ -35,7 +35,8 @@ The chunked algorithm (chunk size C, chunk-local cumulative log-decay G_i = Σ_{
     S_C   = e^{G_C} ⊙ S_0 + Σ_j (k_j ⊙ e^{G_C − G_j}) v_jᵀ
 
 The intra-chunk sum is one C×C matrix per chunk and head; the chunk-to-chunk recurrence
-of S is a short diagonal scan over chunks (:func:`chunk_state_scan`). Every exponent above is
+of S is a short diagonal scan over chunks
+(:func:`rnnx.ops.chunk_state.chunk_state_scan`). Every exponent above is
 <= 0, so nothing overflows whatever the decay. For vector decay the intra-chunk matrix
 needs e^{G_ik − G_jk} per key dimension; it is factored through a reference position r
 between j and i (e^{G_i − G_r} · e^{G_r − G_j}, both <= 1) for pairs of sub-chunks, and
@@ -56,6 +57,7 @@ from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx._native import ops as native_ops
+from rnnx.ops.chunk_state import chunk_state_scan
 
 __all__ = [
     "BACKENDS",
@@ -246,60 +248,6 @@ def stack_time(outs: list[Tensor], v: Tensor) -> Tensor:
     if outs:
         return torch.stack(outs, 1)
     return v.new_zeros(v.shape[0], 0, *v.shape[2:])
-
-
-class _ChunkStateScan(torch.autograd.Function):
-    """S_{n+1} = γ_n ⊙ S_n + U_n over chunks n, returning the state entering every chunk
-    and the last one; γ broadcasts against U (a scalar or a vector per head and chunk).
-
-    A loop over chunks (a few dozen) writing into one preallocated tensor, and the
-    adjoint loop backward: λ_n = dS_in_n + γ_n λ_{n+1}, dU_n = λ_{n+1}, dγ_n = Σ λ_{n+1} S_n.
-    """
-
-    @staticmethod
-    def forward(ctx, gamma: Tensor, U: Tensor, S0: Tensor):  # type: ignore[override]
-        N = U.shape[1]
-        S_in = torch.empty_like(U)
-        S = S0
-        for n in range(N):
-            S_in[:, n] = S
-            S = torch.addcmul(U[:, n], gamma[:, n], S)
-        ctx.save_for_backward(gamma, S_in)
-        return S_in, S
-
-    @staticmethod
-    def backward(ctx, dS_in: Tensor | None, dS_last: Tensor | None):  # type: ignore[override]
-        gamma, S_in = ctx.saved_tensors
-        N = S_in.shape[1]
-        lam = torch.zeros_like(S_in[:, 0]) if dS_last is None else dS_last.contiguous()
-        dU = torch.empty_like(S_in)
-        # chunk-major (N, B, ...): each product is written into a contiguous slice
-        # (torch.compile traces out= only into contiguous tensors)
-        full = torch.broadcast_shapes(gamma.shape, S_in.shape)
-        dgamma = (
-            torch.empty((N, full[0], *full[2:]), dtype=S_in.dtype, device=S_in.device)
-            if ctx.needs_input_grad[0]
-            else None
-        )
-        for n in range(N - 1, -1, -1):
-            dU[:, n] = lam
-            if dgamma is not None:
-                torch.mul(lam, S_in[:, n], out=dgamma[n])
-            lam = lam * gamma[:, n]
-            if dS_in is not None:
-                lam = lam + dS_in[:, n]
-        if dgamma is not None:
-            dgamma = dgamma.transpose(0, 1).sum_to_size(gamma.shape)
-        return dgamma, dU, lam
-
-
-def chunk_state_scan(gamma: Tensor | None, U: Tensor, S0: Tensor) -> tuple[Tensor, Tensor]:
-    """The states entering each chunk ``(B, N, ...)`` and the final state ``(B, ...)`` of
-    S_{n+1} = γ_n ⊙ S_n + U_n (γ None: no decay, a cumulative sum)."""
-    if gamma is None:
-        ends = torch.cumsum(U, 1) + S0.unsqueeze(1)
-        return torch.cat([S0.unsqueeze(1), ends[:, :-1]], 1), ends[:, -1]
-    return _ChunkStateScan.apply(gamma, U, S0)
 
 
 # --------------------------------------------------------------------------- reference

@@ -50,7 +50,6 @@ from rnnx.ops.chunk import (
     check_options,
     check_qkv,
     check_state,
-    chunk_state_scan,
     compute_dtype,
     default_scale,
     from_chunks,
@@ -60,6 +59,7 @@ from rnnx.ops.chunk import (
     to_chunks,
     use_native,
 )
+from rnnx.ops.chunk_state import chunk_state_scan
 
 __all__ = ["FORGET_GATES", "MLSTM_BACKENDS", "mlstm", "mlstm_reference"]
 
@@ -154,6 +154,8 @@ def _mlstm_chunk(
     else:
         C0, n0, m = state
     m_in = []
+    # the stabiliser m_{c+1} = max(F_c + m_c, tail_max_c) is a max-plus recurrence, not
+    # the linear one of chunk_state_scan: its own short loop (no gradient flows through m)
     for fl, tm in zip(F_last.unbind(1), tail_max.unbind(1)):
         m_in.append(m)
         m = torch.maximum(fl + m, tm)

@@ -288,7 +288,13 @@ def _chunk_loop(u, dt, A, B, C, h, chunk: int, negative: bool):
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward."""
+    """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward.
+
+    Its loop over chunks is not :func:`rnnx.ops.chunk_state.chunk_state_scan`: each chunk
+    is scanned *from the carried state* (the state enters :func:`rnnx.ops.scan` as h0), so
+    no chunk transition or zero-start update is ever formed; the all-chunks-at-once form
+    that does use the shared scan is :mod:`rnnx.ops.selective_scan_chunk`.
+    """
 
     @staticmethod
     def forward(ctx, u, dt, A, B, C, h0, chunk: int, negative: bool):  # type: ignore[override]

@@ -41,6 +41,7 @@ from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_positive_int
+from rnnx.ops.chunk_state import chunk_state_scan
 from rnnx.ops.selective_scan import (
     _compute_dtype,
     _delta,
@@ -99,11 +100,7 @@ def _chunk_states(a: Tensor, x: Tensor, h0: Tensor, Q: int) -> tuple[Tensor, Ten
     for j in range(1, Q):
         _addcmul_into(local[:, :, j], xc[:, :, j], ac[:, :, j], local[:, :, j - 1])
     prod = torch.cumprod(ac, 2)
-    h_in = torch.empty((b, nc, D, N), dtype=x.dtype, device=x.device)
-    carry = h0
-    for c in range(nc):
-        h_in[:, c] = carry
-        carry = torch.addcmul(local[:, c, -1], prod[:, c, -1], carry)
+    h_in, carry = chunk_state_scan(prod[:, :, -1], local[:, :, -1], h0)
     h = torch.addcmul(local, prod, h_in.unsqueeze(2))
     return h.view(b, L, D, N), h_in, carry
 
@@ -122,12 +119,9 @@ def _chunk_adjoint(a: Tensor, g: Tensor, g_last: Tensor, Q: int) -> tuple[Tensor
     # suffix[j] = a_{j+1} ... a_{Q-1} (1 at the last step), whole[c] = a_0 ... a_{Q-1}
     rev = torch.cumprod(ac.flip(2), 2).flip(2)  # a_j ... a_{Q-1}
     suffix = torch.cat([rev[:, :, 1:], torch.ones_like(rev[:, :, :1])], 2)
-    mu = torch.empty((b, nc, D, N), dtype=g.dtype, device=g.device)
-    carry = g_last  # the adjoint arriving at the end of chunk c from after it
-    for c in range(nc - 1, -1, -1):
-        mu[:, c] = carry
-        # a_0 lambda_0 of chunk c: a_0 (local_0 + suffix_0 mu) = a_0 local_0 + whole mu
-        carry = torch.addcmul(ac[:, c, 0] * local[:, c, 0], rev[:, c, 0], carry)
+    # mu[c]: the adjoint arriving at the end of chunk c from after it; what leaves chunk c
+    # backwards is a_0 lambda_0 = a_0 (local_0 + suffix_0 mu) = a_0 local_0 + whole mu
+    mu, carry = chunk_state_scan(rev[:, :, 0], ac[:, :, 0] * local[:, :, 0], g_last, reverse=True)
     lam = torch.addcmul(local, suffix, mu.unsqueeze(2))
     return lam.view(b, L, D, N), carry
 

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
+from rnnx.ops.chunk_state import chunk_state_scan
 from rnnx.ops.selective_scan import _check_cu_seqlens, _compute_dtype, _packed_to_padded
 
 Backend = Literal["auto", "chunked", "reference"]
@@ -243,13 +244,8 @@ def _ssd_chunked(x, dt, A, B, C, h0, Q: int):
     # rnnx.ops.scan, which would expand it to a full (P x N) transition per chunk.
     cs = la.cumsum(-1)  # Σ_{k<=i} la_k from the chunk start
     chunk_decay = torch.exp(cs[..., -1])[..., None, None]  # (b, n, G, hpg, 1, 1)
-    h = h0.reshape(b, G, hpg, P, N)
-    entering = []
-    for decay_c, S_c in zip(chunk_decay.unbind(1), S.unbind(1)):  # unbind: linear backward
-        entering.append(h)
-        h = decay_c * h + S_c
-    h_last = h
-    h_enter = torch.stack(entering, 1).reshape(b, n, G, hpg * P, N)
+    h_enter, h_last = chunk_state_scan(chunk_decay, S, h0.reshape(b, G, hpg, P, N))
+    h_enter = h_enter.reshape(b, n, G, hpg * P, N)
     # 4) the entering state read out inside the chunk (one product per group), decayed
     y_off = (C @ h_enter.transpose(-1, -2)).reshape(b, n, G, Q, hpg, P)
     y_off = y_off * torch.exp(cs).transpose(-1, -2).unsqueeze(-1)

@@ -47,7 +47,7 @@ does, arXiv 2312.06635 §4).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -57,6 +57,7 @@ from rnnx import _native
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx._native import ops as native_ops
+from rnnx.ops._pack import compute_dtype, from_chunks, pad_time, run_packed, to_chunks
 from rnnx.ops.chunk_state import chunk_state_scan
 
 __all__ = [
@@ -84,15 +85,6 @@ GLA_SUBCHUNK = 16
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
-    """float32, or float64 if any input is float64: the dtype of states and sums."""
-    dtype = torch.float32
-    for t in tensors:
-        if t is not None and t.is_floating_point():
-            dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
 
 
 def check_qkv(q: object, k: object, v: object) -> tuple[int, int, int, int, int]:
@@ -186,61 +178,6 @@ def default_scale(scale: float | None, K: int) -> float:
 
 
 # --------------------------------------------------------------------------- packing
-
-
-def unpack(x: Tensor, bounds: list[int], fill: float = 0.0) -> Tensor:
-    """Packed ``(1, T, ...)`` to padded ``(n, max_len, ...)``, padding with ``fill``."""
-    lens = [b - a for a, b in itertools.pairwise(bounds)]
-    n, Lmax = len(lens), max(max(lens), 1)
-    out = x.new_full((n, Lmax, *x.shape[2:]), fill)
-    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-        if b > a:
-            out[i, : b - a] = x[0, a:b]
-    return out
-
-
-def repack(o: Tensor, bounds: list[int]) -> Tensor:
-    """Padded ``(n, max_len, ...)`` back to packed ``(1, T, ...)``."""
-    pieces = [o[i, : b - a] for i, (a, b) in enumerate(itertools.pairwise(bounds))]
-    return torch.cat(pieces, 0).unsqueeze(0)
-
-
-def run_packed(
-    fn: Callable[..., tuple[Tensor, Tensor | tuple | None]],
-    bounds: list[int],
-    tensors: Sequence[tuple[Tensor, float]],
-    **kwargs,
-):
-    """Run a padded-batch op on packed sequences.
-
-    ``tensors`` are ``(x, fill)`` pairs; ``fill`` makes a padded step the identity of the
-    recurrence (zero key, zero log-decay, zero β, ...), so each final state is the state
-    after the sequence's own last step.
-    """
-    padded = [unpack(x, bounds, fill) for x, fill in tensors]
-    o, state = fn(*padded, **kwargs)
-    return repack(o, bounds), state
-
-
-def to_chunks(x: Tensor, C: int) -> Tensor:
-    """``(B, T, H, *d)`` with T a multiple of C to ``(B, N, H, C, *d)`` (contiguous)."""
-    B, T, H = x.shape[:3]
-    return x.reshape(B, T // C, C, H, *x.shape[3:]).transpose(2, 3).contiguous()
-
-
-def from_chunks(x: Tensor) -> Tensor:
-    """``(B, N, H, C, *d)`` to ``(B, N*C, H, *d)``."""
-    B, N, H, C = x.shape[:4]
-    return x.transpose(2, 3).reshape(B, N * C, H, *x.shape[4:])
-
-
-def pad_time(x: Tensor, T_pad: int, fill: float = 0.0) -> Tensor:
-    """Pad dimension 1 to length ``T_pad`` with ``fill``."""
-    T = x.shape[1]
-    if T_pad == T:
-        return x
-    pad = x.new_full((x.shape[0], T_pad - T, *x.shape[2:]), fill)
-    return torch.cat([x, pad], 1)
 
 
 def stack_time(outs: list[Tensor], v: Tensor) -> Tensor:

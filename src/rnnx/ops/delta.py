@@ -43,19 +43,15 @@ import torch
 from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
+from rnnx.ops._pack import compute_dtype, from_chunks, pad_time, run_packed, to_chunks
 from rnnx.ops.chunk import (
     Backend,
     check_gate,
     check_options,
     check_qkv,
     check_state,
-    compute_dtype,
     default_scale,
-    from_chunks,
-    pad_time,
-    run_packed,
     stack_time,
-    to_chunks,
 )
 from rnnx.ops.chunk_state import chunk_state_scan
 

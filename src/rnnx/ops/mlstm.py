@@ -45,18 +45,14 @@ from torch import Tensor
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_choice
 from rnnx._native import ops as native_ops
+from rnnx.ops._pack import compute_dtype, from_chunks, pad_time, run_packed, to_chunks
 from rnnx.ops.chunk import (
     check_gate,
     check_options,
     check_qkv,
     check_state,
-    compute_dtype,
     default_scale,
-    from_chunks,
-    pad_time,
-    run_packed,
     stack_time,
-    to_chunks,
     use_native,
 )
 from rnnx.ops.chunk_state import chunk_state_scan

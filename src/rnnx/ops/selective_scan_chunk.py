@@ -41,14 +41,9 @@ from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_positive_int
+from rnnx.ops._pack import compute_dtype, packed_to_padded, padded_to_packed
 from rnnx.ops.chunk_state import chunk_state_scan
-from rnnx.ops.selective_scan import (
-    _compute_dtype,
-    _delta,
-    _packed_to_padded,
-    _skip_and_gate,
-    _validate,
-)
+from rnnx.ops.selective_scan import _delta, _skip_and_gate, _validate
 
 __all__ = ["selective_scan_chunk"]
 
@@ -211,15 +206,14 @@ def selective_scan_chunk(
     u, delta, A, B, C, cu = _validate(
         u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens
     )
-    cdt = _compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    cdt = compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
     dt = _delta(delta, delta_bias, delta_softplus, cdt)
     uc, Ac, Bc, Cc = u.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
     batch, _, dim = u.shape
     N = A.shape[1]
     if cu is not None:  # pad the packed sequences into a batch; Δ = 0 keeps the state
-        up, mask = _packed_to_padded(uc, cu)
-        dtp = torch.where(mask.unsqueeze(-1), _packed_to_padded(dt, cu)[0], 0.0)
-        Bp, Cp = _packed_to_padded(Bc, cu)[0], _packed_to_padded(Cc, cu)[0]
+        up, mask = packed_to_padded(uc, cu)
+        dtp, Bp, Cp = (packed_to_padded(t, cu)[0] for t in (dt, Bc, Cc))
         n_seq = cu.numel() - 1
     else:
         up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
@@ -239,6 +233,6 @@ def selective_scan_chunk(
     )
     y = y[:, :T]
     if cu is not None:
-        y = y[mask].unsqueeze(0)
+        y = padded_to_packed(y, mask)
     out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)
     return out, (h_last if output_final_state else None)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -492,7 +492,7 @@ class ClassicRNN(RecurrentLayer):
             reverse=reverse,
             num_heads=self.num_heads,
             # the setter validated it; 'cudnn' runs in _forward_cudnn, never here
-            backend=cast(Literal["auto", "native", "reference"], self.backend),
+            backend=self.backend,
         )
 
     def _forward_cudnn(

@@ -40,7 +40,8 @@ The chunked algorithm (chunk size C, chunk-local cumulative log-decay G_i = Σ_{
     S_C   = e^{G_C} ⊙ S_0 + Σ_j (k_j ⊙ e^{G_C − G_j}) v_jᵀ
 
 The intra-chunk sum is one C×C matrix per chunk and head; the chunk-to-chunk recurrence
-of S is a short diagonal scan over chunks (:func:`chunk_state_scan`). Every exponent above is
+of S is a short diagonal scan over chunks
+(:func:`rnnx.ops.chunk_state.chunk_state_scan`). Every exponent above is
 <= 0, so nothing overflows whatever the decay. For vector decay the intra-chunk matrix
 needs e^{G_ik − G_jk} per key dimension; it is factored through a reference position r
 between j and i (e^{G_i − G_r} · e^{G_r − G_j}, both <= 1) for pairs of sub-chunks, and
@@ -51,7 +52,7 @@ does, arXiv 2312.06635 §4).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -61,6 +62,8 @@ from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx._native import ops as native_ops
 from rnnx._vocab import REFERENCE, op_backend
+from rnnx.ops._pack import compute_dtype, from_chunks, pad_time, run_packed, to_chunks
+from rnnx.ops.chunk_state import chunk_state_scan
 
 __all__ = [
     "BACKENDS",
@@ -85,15 +88,6 @@ GLA_SUBCHUNK = 16
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
-    """float32, or float64 if any input is float64: the dtype of states and sums."""
-    dtype = torch.float32
-    for t in tensors:
-        if t is not None and t.is_floating_point():
-            dtype = torch.promote_types(dtype, t.dtype)
-    return dtype
 
 
 def check_qkv(q: object, k: object, v: object) -> tuple[int, int, int, int, int]:
@@ -189,120 +183,11 @@ def default_scale(scale: float | None, K: int) -> float:
 # --------------------------------------------------------------------------- packing
 
 
-def unpack(x: Tensor, bounds: list[int], fill: float = 0.0) -> Tensor:
-    """Packed ``(1, T, ...)`` to padded ``(n, max_len, ...)``, padding with ``fill``."""
-    lens = [b - a for a, b in itertools.pairwise(bounds)]
-    n, Lmax = len(lens), max(max(lens), 1)
-    out = x.new_full((n, Lmax, *x.shape[2:]), fill)
-    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-        if b > a:
-            out[i, : b - a] = x[0, a:b]
-    return out
-
-
-def repack(o: Tensor, bounds: list[int]) -> Tensor:
-    """Padded ``(n, max_len, ...)`` back to packed ``(1, T, ...)``."""
-    pieces = [o[i, : b - a] for i, (a, b) in enumerate(itertools.pairwise(bounds))]
-    return torch.cat(pieces, 0).unsqueeze(0)
-
-
-def run_packed(
-    fn: Callable[..., tuple[Tensor, Tensor | tuple | None]],
-    bounds: list[int],
-    tensors: Sequence[tuple[Tensor, float]],
-    **kwargs,
-):
-    """Run a padded-batch op on packed sequences.
-
-    ``tensors`` are ``(x, fill)`` pairs; ``fill`` makes a padded step the identity of the
-    recurrence (zero key, zero log-decay, zero β, ...), so each final state is the state
-    after the sequence's own last step.
-    """
-    padded = [unpack(x, bounds, fill) for x, fill in tensors]
-    o, state = fn(*padded, **kwargs)
-    return repack(o, bounds), state
-
-
-def to_chunks(x: Tensor, C: int) -> Tensor:
-    """``(B, T, H, *d)`` with T a multiple of C to ``(B, N, H, C, *d)`` (contiguous)."""
-    B, T, H = x.shape[:3]
-    return x.reshape(B, T // C, C, H, *x.shape[3:]).transpose(2, 3).contiguous()
-
-
-def from_chunks(x: Tensor) -> Tensor:
-    """``(B, N, H, C, *d)`` to ``(B, N*C, H, *d)``."""
-    B, N, H, C = x.shape[:4]
-    return x.transpose(2, 3).reshape(B, N * C, H, *x.shape[4:])
-
-
-def pad_time(x: Tensor, T_pad: int, fill: float = 0.0) -> Tensor:
-    """Pad dimension 1 to length ``T_pad`` with ``fill``."""
-    T = x.shape[1]
-    if T_pad == T:
-        return x
-    pad = x.new_full((x.shape[0], T_pad - T, *x.shape[2:]), fill)
-    return torch.cat([x, pad], 1)
-
-
 def stack_time(outs: list[Tensor], v: Tensor) -> Tensor:
     """Stack per-step outputs ``(B, H, V)`` along time (an empty sequence gives T = 0)."""
     if outs:
         return torch.stack(outs, 1)
     return v.new_zeros(v.shape[0], 0, *v.shape[2:])
-
-
-class _ChunkStateScan(torch.autograd.Function):
-    """S_{n+1} = γ_n ⊙ S_n + U_n over chunks n, returning the state entering every chunk
-    and the last one; γ broadcasts against U (a scalar or a vector per head and chunk).
-
-    A loop over chunks (a few dozen) writing into one preallocated tensor, and the
-    adjoint loop backward: λ_n = dS_in_n + γ_n λ_{n+1}, dU_n = λ_{n+1}, dγ_n = Σ λ_{n+1} S_n.
-    """
-
-    @staticmethod
-    def forward(ctx, gamma: Tensor, U: Tensor, S0: Tensor):
-        N = U.shape[1]
-        S_in = torch.empty_like(U)
-        S = S0
-        for n in range(N):
-            S_in[:, n] = S
-            S = torch.addcmul(U[:, n], gamma[:, n], S)
-        ctx.save_for_backward(gamma, S_in)
-        return S_in, S
-
-    @staticmethod
-    def backward(ctx, dS_in: Tensor | None, dS_last: Tensor | None):
-        gamma, S_in = ctx.saved_tensors
-        N = S_in.shape[1]
-        lam = torch.zeros_like(S_in[:, 0]) if dS_last is None else dS_last.contiguous()
-        dU = torch.empty_like(S_in)
-        # chunk-major (N, B, ...): each product is written into a contiguous slice
-        # (torch.compile traces out= only into contiguous tensors)
-        full = torch.broadcast_shapes(gamma.shape, S_in.shape)
-        dgamma = (
-            torch.empty((N, full[0], *full[2:]), dtype=S_in.dtype, device=S_in.device)
-            if ctx.needs_input_grad[0]
-            else None
-        )
-        for n in range(N - 1, -1, -1):
-            dU[:, n] = lam
-            if dgamma is not None:
-                torch.mul(lam, S_in[:, n], out=dgamma[n])
-            lam = lam * gamma[:, n]
-            if dS_in is not None:
-                lam = lam + dS_in[:, n]
-        if dgamma is not None:
-            dgamma = dgamma.transpose(0, 1).sum_to_size(gamma.shape)
-        return dgamma, dU, lam
-
-
-def chunk_state_scan(gamma: Tensor | None, U: Tensor, S0: Tensor) -> tuple[Tensor, Tensor]:
-    """The states entering each chunk ``(B, N, ...)`` and the final state ``(B, ...)`` of
-    S_{n+1} = γ_n ⊙ S_n + U_n (γ None: no decay, a cumulative sum)."""
-    if gamma is None:
-        ends = torch.cumsum(U, 1) + S0.unsqueeze(1)
-        return torch.cat([S0.unsqueeze(1), ends[:, :-1]], 1), ends[:, -1]
-    return _ChunkStateScan.apply(gamma, U, S0)
 
 
 # --------------------------------------------------------------------------- reference

@@ -44,20 +44,17 @@ from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
 from rnnx._vocab import REFERENCE, op_backend
+from rnnx.ops._pack import compute_dtype, from_chunks, pad_time, run_packed, to_chunks
 from rnnx.ops.chunk import (
     BACKENDS,
     check_gate,
     check_options,
     check_qkv,
     check_state,
-    compute_dtype,
     default_scale,
-    from_chunks,
-    pad_time,
-    run_packed,
     stack_time,
-    to_chunks,
 )
+from rnnx.ops.chunk_state import chunk_state_scan
 
 __all__ = [
     "delta_rule",
@@ -143,14 +140,9 @@ def _delta_chunk(
     eye = torch.eye(K, dtype=q.dtype, device=q.device)
     M = M + (eye if gamma is None else gamma * eye)
     Bn = k_outT @ U  # (B, N, H, K, V)
-    S = q.new_zeros(B, H, K, V) if S0 is None else S0
-    S_in = []
-    for M_n, B_n in zip(M.unbind(1), Bn.unbind(1)):
-        S_in.append(S)
-        S = torch.baddbmm(
-            B_n.reshape(B * H, K, V), M_n.reshape(B * H, K, K), S.reshape(B * H, K, V)
-        ).view(B, H, K, V)
-    S_in_t = torch.stack(S_in, 1)  # (B, N, H, K, V)
+    S_init = q.new_zeros(B, H, K, V) if S0 is None else S0
+    # S_{n+1} = M_n S_n + B_n: a matrix transition per chunk and head
+    S_in_t, S = chunk_state_scan(M, Bn, S_init, matrix=True)  # (B, N, H, K, V), (B, H, K, V)
     u = U - W @ S_in_t
     o = q_in @ S_in_t + P @ u
     return from_chunks(o)[:, :T], S

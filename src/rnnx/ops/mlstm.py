@@ -46,20 +46,16 @@ from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_choice
 from rnnx._native import ops as native_ops
 from rnnx._vocab import REFERENCE, op_backend
+from rnnx.ops._pack import compute_dtype, from_chunks, pad_time, run_packed, to_chunks
 from rnnx.ops.chunk import (
     check_gate,
     check_options,
     check_qkv,
-    chunk_state_scan,
-    compute_dtype,
     default_scale,
-    from_chunks,
-    pad_time,
-    run_packed,
     stack_time,
-    to_chunks,
     use_native,
 )
+from rnnx.ops.chunk_state import chunk_state_scan
 
 __all__ = ["FORGET_GATES", "MLSTM_BACKENDS", "mlstm", "mlstm_reference"]
 
@@ -153,6 +149,8 @@ def _mlstm_chunk(
     else:
         C0, n0, m = state
     m_in = []
+    # the stabiliser m_{c+1} = max(F_c + m_c, tail_max_c) is a max-plus recurrence, not
+    # the linear one of chunk_state_scan: its own short loop (no gradient flows through m)
     for fl, tm in zip(F_last.unbind(1), tail_max.unbind(1)):
         m_in.append(m)
         m = torch.maximum(fl + m, tm)

@@ -41,6 +41,7 @@ from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_tensor
 from rnnx._native import ops as native_ops
 from rnnx._vocab import REFERENCE, op_backend
+from rnnx.ops.chunk_state import chunk_state_scan
 from rnnx.ops.structure import BlockDiagonal, Dense, Diagonal, Structure, as_structure
 
 BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
@@ -257,15 +258,22 @@ def _chunked_forward(c: Tensor, x: Tensor, init: Tensor | None, block: bool) -> 
         ps.append(cj @ ps[-1] if block else cj * ps[-1])
     h_local = torch.stack(hs, 2)
     prod = torch.stack(ps, 2)
-    # 2) the state entering each chunk
+    # 2) the state entering each chunk (block: a matrix acting on a column state)
     carry = init if init is not None else x.new_zeros((B, *x.shape[3:]))
-    carries = []
-    for m in range(n):
-        carries.append(carry)
-        carry = h_local[:, m, -1] + _apply(block, prod[:, m, -1], carry)
-    c_in = torch.stack(carries, 1).unsqueeze(2)
+    if block:
+        c_in = chunk_state_scan(
+            prod[:, :, -1], h_local[:, :, -1].unsqueeze(-1), carry.unsqueeze(-1), matrix=True
+        )[0].squeeze(-1)
+    else:
+        c_in = chunk_state_scan(prod[:, :, -1], h_local[:, :, -1], carry)[0]
+    c_in = c_in.unsqueeze(2)
     # 3) fix-up: add each chunk's incoming state carried through the chunk
-    h = h_local + _apply(block, prod, c_in.expand_as(h_local))
+    # (diagonal: the same fused multiply-add as the carry in step 2, so a chunk's last
+    # state is bit-for-bit the carried one, whichever way the chunks fall)
+    if block:
+        h = h_local + _apply(block, prod, c_in.expand_as(h_local))
+    else:
+        h = torch.addcmul(h_local, prod, c_in)
     return h.reshape(B, n * C, *x.shape[3:])[:, :L]
 
 

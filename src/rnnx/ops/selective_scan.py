@@ -50,6 +50,7 @@ from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx._native import ops as native_ops
 from rnnx._vocab import REFERENCE, op_backend
+from rnnx.ops._pack import check_cu_seqlens, compute_dtype, packed_to_padded, padded_to_packed
 from rnnx.ops.scan import scan
 
 BACKENDS: tuple[str, ...] = ("auto", "native", "torch")
@@ -62,27 +63,6 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_cu_seqlens(cu_seqlens: object, batch: int, length: int) -> Tensor:
-    cu = require_tensor("cu_seqlens", cu_seqlens)
-    if cu.dtype not in (torch.int64, torch.int32) or cu.dim() != 1 or cu.numel() < 2:
-        raise ValueError(
-            "cu_seqlens: expected a 1-D int64 tensor (n + 1,) of cumulative sequence starts, "
-            f"got dtype {cu.dtype} and shape {fmt_shape(cu.shape)}"
-        )
-    if batch != 1:
-        raise ValueError(
-            f"cu_seqlens: packed sequences need a batch of 1 (all sequences one after another "
-            f"along time), got batch {batch}"
-        )
-    cu_cpu = cu.detach().to("cpu", torch.int64)
-    if int(cu_cpu[0]) != 0 or int(cu_cpu[-1]) != length or bool((cu_cpu[1:] < cu_cpu[:-1]).any()):
-        raise ValueError(
-            f"cu_seqlens: expected non-decreasing offsets from 0 to the length {length}, "
-            f"got {cu_cpu.tolist()}"
-        )
-    return cu_cpu
 
 
 def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens):
@@ -145,7 +125,7 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens):
     for name, t in named:
         if t is not None and t.device != u.device:
             raise ValueError(f"{name}: expected device {u.device} like u, got {t.device}")
-    cu = None if cu_seqlens is None else _check_cu_seqlens(cu_seqlens, batch, length)
+    cu = None if cu_seqlens is None else check_cu_seqlens(cu_seqlens, batch, length)
     n_seq = batch if cu is None else cu.numel() - 1
     if initial_state is not None:
         initial_state = require_tensor("initial_state", initial_state)
@@ -161,13 +141,6 @@ def _validate(u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens):
                 f"initial_state: expected a floating-point tensor, got {initial_state.dtype}"
             )
     return u, delta, A, B, C, cu
-
-
-def _compute_dtype(*tensors: Tensor | None) -> torch.dtype:
-    """float64 if any input is float64, else float32 (states accumulate in fp32 at least)."""
-    if any(t is not None and t.dtype == torch.float64 for t in tensors):
-        return torch.float64
-    return torch.float32
 
 
 # --------------------------------------------------------------------------- reference
@@ -218,7 +191,7 @@ def selective_scan_reference(
     u, delta, A, B, C, cu = _validate(
         u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens
     )
-    cdt = _compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    cdt = compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
     dt = _delta(delta, delta_bias, delta_softplus, cdt)
     uc, Ac, Bc, Cc = u.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
     batch, length, dim = u.shape
@@ -289,7 +262,13 @@ def _chunk_loop(u, dt, A, B, C, h, chunk: int, negative: bool, scan_backend: str
 
 
 class _ChunkedScan(torch.autograd.Function):
-    """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward."""
+    """Chunk by chunk; keeps the states at chunk boundaries and recomputes in backward.
+
+    Its loop over chunks is not :func:`rnnx.ops.chunk_state.chunk_state_scan`: each chunk
+    is scanned *from the carried state* (the state enters :func:`rnnx.ops.scan` as h0), so
+    no chunk transition or zero-start update is ever formed; the all-chunks-at-once form
+    that does use the shared scan is :mod:`rnnx.ops.selective_scan_chunk`.
+    """
 
     @staticmethod
     def forward(ctx, u, dt, A, B, C, h0, chunk: int, negative: bool, scan_backend: str):
@@ -341,19 +320,6 @@ _NATIVE_DTYPES = (torch.float32, torch.float64)
 def native_available() -> bool:
     """Whether the native selective-scan kernel is built and loadable (builds it if needed)."""
     return _native.available("selective_scan")
-
-
-# --------------------------------------------------------------------------- packing
-
-
-def _packed_to_padded(x: Tensor, cu: Tensor) -> tuple[Tensor, Tensor]:
-    """(1, T, ...) packed at ``cu`` -> (n, max_len, ...) and the valid-step mask (n, max_len)."""
-    lengths = cu[1:] - cu[:-1]
-    max_len = max(int(lengths.max()), 1)
-    t = torch.arange(max_len)
-    mask = t[None, :] < lengths[:, None]
-    idx = (cu[:-1, None] + t[None, :]).clamp(max=max(x.shape[1] - 1, 0))
-    return x[0, idx.to(x.device)], mask.to(x.device)
 
 
 # --------------------------------------------------------------------------- public
@@ -424,7 +390,7 @@ def selective_scan(
     u, delta, A, B, C, cu = _validate(
         u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens
     )
-    cdt = _compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    cdt = compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
     impl = backend
     if backend in ("auto", "native"):
         ok = u.device.type == "cpu" and cdt in _NATIVE_DTYPES
@@ -473,10 +439,8 @@ def selective_scan(
     h0 = None if initial_state is None else initial_state.to(cdt)
     if cu is not None:
         # pad the packed sequences into a batch; Δ = 0 on padding keeps the state
-        up, mask = _packed_to_padded(uc, cu)
-        dtp = _packed_to_padded(dt, cu)[0]
-        dtp = torch.where(mask.unsqueeze(-1), dtp, torch.zeros((), dtype=cdt))
-        Bp, Cp = _packed_to_padded(Bc, cu)[0], _packed_to_padded(Cc, cu)[0]
+        up, mask = packed_to_padded(uc, cu)
+        dtp, Bp, Cp = (packed_to_padded(t, cu)[0] for t in (dt, Bc, Cc))
         n_seq = cu.numel() - 1
     else:
         up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
@@ -492,6 +456,6 @@ def selective_scan(
     else:
         y, h_last = _ChunkedScan.apply(*args)
     if cu is not None:
-        y = y[mask].unsqueeze(0)
+        y = padded_to_packed(y, mask)
     out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)
     return out, (h_last if output_final_state else None)

@@ -41,13 +41,9 @@ from torch import Tensor
 
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import require_positive_int
-from rnnx.ops.selective_scan import (
-    _compute_dtype,
-    _delta,
-    _packed_to_padded,
-    _skip_and_gate,
-    _validate,
-)
+from rnnx.ops._pack import compute_dtype, packed_to_padded, padded_to_packed
+from rnnx.ops.chunk_state import chunk_state_scan
+from rnnx.ops.selective_scan import _delta, _skip_and_gate, _validate
 
 __all__ = ["selective_scan_chunk"]
 
@@ -99,11 +95,7 @@ def _chunk_states(a: Tensor, x: Tensor, h0: Tensor, Q: int) -> tuple[Tensor, Ten
     for j in range(1, Q):
         _addcmul_into(local[:, :, j], xc[:, :, j], ac[:, :, j], local[:, :, j - 1])
     prod = torch.cumprod(ac, 2)
-    h_in = torch.empty((b, nc, D, N), dtype=x.dtype, device=x.device)
-    carry = h0
-    for c in range(nc):
-        h_in[:, c] = carry
-        carry = torch.addcmul(local[:, c, -1], prod[:, c, -1], carry)
+    h_in, carry = chunk_state_scan(prod[:, :, -1], local[:, :, -1], h0)
     h = torch.addcmul(local, prod, h_in.unsqueeze(2))
     return h.view(b, L, D, N), h_in, carry
 
@@ -122,12 +114,9 @@ def _chunk_adjoint(a: Tensor, g: Tensor, g_last: Tensor, Q: int) -> tuple[Tensor
     # suffix[j] = a_{j+1} ... a_{Q-1} (1 at the last step), whole[c] = a_0 ... a_{Q-1}
     rev = torch.cumprod(ac.flip(2), 2).flip(2)  # a_j ... a_{Q-1}
     suffix = torch.cat([rev[:, :, 1:], torch.ones_like(rev[:, :, :1])], 2)
-    mu = torch.empty((b, nc, D, N), dtype=g.dtype, device=g.device)
-    carry = g_last  # the adjoint arriving at the end of chunk c from after it
-    for c in range(nc - 1, -1, -1):
-        mu[:, c] = carry
-        # a_0 lambda_0 of chunk c: a_0 (local_0 + suffix_0 mu) = a_0 local_0 + whole mu
-        carry = torch.addcmul(ac[:, c, 0] * local[:, c, 0], rev[:, c, 0], carry)
+    # mu[c]: the adjoint arriving at the end of chunk c from after it; what leaves chunk c
+    # backwards is a_0 lambda_0 = a_0 (local_0 + suffix_0 mu) = a_0 local_0 + whole mu
+    mu, carry = chunk_state_scan(rev[:, :, 0], ac[:, :, 0] * local[:, :, 0], g_last, reverse=True)
     lam = torch.addcmul(local, suffix, mu.unsqueeze(2))
     return lam.view(b, L, D, N), carry
 
@@ -217,15 +206,14 @@ def selective_scan_chunk(
     u, delta, A, B, C, cu = _validate(
         u, delta, A, B, C, D, z, delta_bias, initial_state, cu_seqlens
     )
-    cdt = _compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    cdt = compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
     dt = _delta(delta, delta_bias, delta_softplus, cdt)
     uc, Ac, Bc, Cc = u.to(cdt), A.to(cdt), B.to(cdt), C.to(cdt)
     batch, _, dim = u.shape
     N = A.shape[1]
     if cu is not None:  # pad the packed sequences into a batch; Δ = 0 keeps the state
-        up, mask = _packed_to_padded(uc, cu)
-        dtp = torch.where(mask.unsqueeze(-1), _packed_to_padded(dt, cu)[0], 0.0)
-        Bp, Cp = _packed_to_padded(Bc, cu)[0], _packed_to_padded(Cc, cu)[0]
+        up, mask = packed_to_padded(uc, cu)
+        dtp, Bp, Cp = (packed_to_padded(t, cu)[0] for t in (dt, Bc, Cc))
         n_seq = cu.numel() - 1
     else:
         up, dtp, Bp, Cp, n_seq = uc, dt, Bc, Cc, batch
@@ -245,6 +233,6 @@ def selective_scan_chunk(
     )
     y = y[:, :T]
     if cu is not None:
-        y = y[mask].unsqueeze(0)
+        y = padded_to_packed(y, mask)
     out = _skip_and_gate(y, uc, D, z, cdt).to(u.dtype)
     return out, (h_last if output_final_state else None)

@@ -42,7 +42,8 @@ from torch import Tensor
 from rnnx._amp import fp32_under_autocast
 from rnnx._checks import fmt_shape, require_positive_int, require_tensor
 from rnnx._vocab import REFERENCE, op_backend
-from rnnx.ops.selective_scan import _check_cu_seqlens, _compute_dtype, _packed_to_padded
+from rnnx.ops._pack import check_cu_seqlens, compute_dtype, packed_to_padded, padded_to_packed
+from rnnx.ops.chunk_state import chunk_state_scan
 
 BACKENDS: tuple[str, ...] = ("auto", "torch")
 
@@ -105,7 +106,7 @@ def _validate(x, dt, A, B, C, D, dt_bias, initial_state, cu_seqlens):
     for name, t in (*named, ("initial_state", initial_state)):
         if t is not None and t.device != x.device:
             raise ValueError(f"{name}: expected device {x.device} like x, got {t.device}")
-    cu = None if cu_seqlens is None else _check_cu_seqlens(cu_seqlens, batch, length)
+    cu = None if cu_seqlens is None else check_cu_seqlens(cu_seqlens, batch, length)
     n_seq = batch if cu is None else cu.numel() - 1
     if initial_state is not None:
         initial_state = require_tensor("initial_state", initial_state)
@@ -120,7 +121,7 @@ def _validate(x, dt, A, B, C, D, dt_bias, initial_state, cu_seqlens):
 
 
 def _prepare(x, dt, A, B, C, D, dt_bias, dt_softplus, initial_state):
-    cdt = _compute_dtype(x, dt, A, B, C, D, dt_bias, initial_state)
+    cdt = compute_dtype(x, dt, A, B, C, D, dt_bias, initial_state)
     dtc = dt.to(cdt)
     if dt_bias is not None:
         dtc = dtc + dt_bias.to(cdt)
@@ -206,6 +207,15 @@ def _ssd_chunked(x, dt, A, B, C, h0, Q: int):
 
     Heads go before time inside a chunk, so that every contraction is a batched matrix
     product over the chunk's (Q x Q), (Q x P) and (Q x N) blocks.
+
+    This is :func:`rnnx.ops.chunk.simple_gla`'s chunked form (queries C, keys B, values
+    Δ x, log-decays Δ A, scale 1, state transposed) with B and C shared by the heads of a
+    group. It stays its own function: a grouped engine in ``ops/chunk.py`` running both
+    (this layout, segment-sum decays) kept SSD's speed but made linear attention,
+    RetNet and simple GLA 9-29% slower on CPU (1 thread, batch 4, 4 heads, length 2048,
+    head dim 64), because their per-head q and k then go through strided views instead
+    of the contiguous chunk copies of ``_chunk_scalar_decay``. The chunk-to-chunk scan
+    is the shared :func:`rnnx.ops.chunk_state.chunk_state_scan`.
     """
     b, L, H, P = x.shape
     G, N = B.shape[-2:]
@@ -242,13 +252,8 @@ def _ssd_chunked(x, dt, A, B, C, h0, Q: int):
     # rnnx.ops.scan, which would expand it to a full (P x N) transition per chunk.
     cs = la.cumsum(-1)  # Σ_{k<=i} la_k from the chunk start
     chunk_decay = torch.exp(cs[..., -1])[..., None, None]  # (b, n, G, hpg, 1, 1)
-    h = h0.reshape(b, G, hpg, P, N)
-    entering = []
-    for decay_c, S_c in zip(chunk_decay.unbind(1), S.unbind(1)):  # unbind: linear backward
-        entering.append(h)
-        h = decay_c * h + S_c
-    h_last = h
-    h_enter = torch.stack(entering, 1).reshape(b, n, G, hpg * P, N)
+    h_enter, h_last = chunk_state_scan(chunk_decay, S, h0.reshape(b, G, hpg, P, N))
+    h_enter = h_enter.reshape(b, n, G, hpg * P, N)
     # 4) the entering state read out inside the chunk (one product per group), decayed
     y_off = (C @ h_enter.transpose(-1, -2)).reshape(b, n, G, Q, hpg, P)
     y_off = y_off * torch.exp(cs).transpose(-1, -2).unsqueeze(-1)
@@ -322,9 +327,8 @@ def ssd(
     cdt, xc, dtc, Ac, Bc, Cc = _prepare(x, dt, A, B, C, D, dt_bias, dt_softplus, initial_state)
     batch, _, H, P = x.shape
     if cu is not None:
-        xp, mask = _packed_to_padded(xc, cu)
-        dtp = torch.where(mask.unsqueeze(-1), _packed_to_padded(dtc, cu)[0], 0.0)
-        Bp, Cp = _packed_to_padded(Bc, cu)[0], _packed_to_padded(Cc, cu)[0]
+        xp, mask = packed_to_padded(xc, cu)
+        dtp, Bp, Cp = (packed_to_padded(t, cu)[0] for t in (dtc, Bc, Cc))
         n_seq = cu.numel() - 1
     else:
         xp, dtp, Bp, Cp, n_seq = xc, dtc, Bc, Cc, batch
@@ -333,6 +337,6 @@ def ssd(
     )
     y, h_last = _ssd_chunked(xp, dtp, Ac, Bp, Cp, h0, chunk_size)
     if cu is not None:
-        y = y[mask].unsqueeze(0)
+        y = padded_to_packed(y, mask)
     y = _skip(y, xc, D).to(x.dtype)
     return y, (h_last if output_final_state else None)

@@ -200,31 +200,12 @@ def make_inputs(batch: int, dim: int, state: int, length: int, seed: int = 0) ->
 def _rnnx(inp: dict[str, Any], variant: str, chunk: int):
     """``variant``: ``"native"``, ``"chunked"`` (backend ``"torch"``) or ``"reference"``
     (:func:`selective_scan_reference`, the loop over time)."""
+    args = (inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"], inp["D"], inp["z"])
+    common: dict[str, Any] = {"delta_bias": inp["delta_bias"], "delta_softplus": True}
     if variant == "reference":
-        return selective_scan_reference(
-            inp["u"],
-            inp["delta"],
-            inp["A"],
-            inp["B"],
-            inp["C"],
-            inp["D"],
-            inp["z"],
-            delta_bias=inp["delta_bias"],
-            delta_softplus=True,
-        )[0]
-    return selective_scan(
-        inp["u"],
-        inp["delta"],
-        inp["A"],
-        inp["B"],
-        inp["C"],
-        inp["D"],
-        inp["z"],
-        delta_bias=inp["delta_bias"],
-        delta_softplus=True,
-        chunk_size=chunk,
-        backend="torch" if variant == "chunked" else variant,
-    )[0]
+        return selective_scan_reference(*args, **common)[0]
+    backend = "torch" if variant == "chunked" else variant
+    return selective_scan(*args, **common, chunk_size=chunk, backend=backend)[0]
 
 
 def _mamba(ref, inp: dict[str, Any]):

@@ -227,14 +227,13 @@ class RecurrentLayer(nn.Module):
         if new is not None and value not in self.backends and new in self.backends:
             deprecated(what, value, f"backend={new!r}")
             value = new
-        value = require_choice(what, value, self.backends)
         self._check_backend(value)
-        self._backend = value
+        self._backend = require_choice(what, value, self.backends)
 
     def _check_backend(self, backend: str) -> None:
-        """A layer's own condition on a valid backend name (e.g. ``"cudnn"`` only for the
-        cells torch has); raise ``ValueError`` naming it. The base class accepts every
-        name in :attr:`backends`."""
+        """A layer's own reason to refuse a backend name, checked before the name is
+        looked up in :attr:`backends` so that the error says why (e.g. ``"cudnn"`` only
+        for the cells torch has); raise ``ValueError`` naming it. The base class has none."""
 
     def resolved_backend(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None

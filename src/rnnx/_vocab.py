@@ -10,8 +10,11 @@ them to the new words with one :class:`DeprecationWarning` naming the new spelli
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from collections.abc import Sequence
+from types import FrameType
 
 __all__ = [
     "BACKENDS",
@@ -55,12 +58,32 @@ OLD_BACKENDS: dict[str, str] = {"reference": "torch", "chunked": "torch", "chunk
 REFERENCE = "_reference"
 
 
-def deprecated(what: str, old: str, new: str, *, stacklevel: int = 3) -> None:
-    """One :class:`DeprecationWarning`: ``what`` ``old`` is now spelled ``new``."""
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` of the first frame outside rnnx and torch (``nn.Module``'s
+    ``__setattr__`` runs a layer's property setters), counted from the caller of
+    :func:`warnings.warn` in :func:`deprecated`: the warning then names the user's line,
+    however many rnnx frames (decorators, helpers) lie between."""
+    import torch
+
+    ours = tuple(
+        os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
+        for m in (torch, sys.modules["rnnx"])
+    )
+    frame: FrameType | None = sys._getframe(2)  # the caller of deprecated()
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(ours):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+def deprecated(what: str, old: str, new: str) -> None:
+    """One :class:`DeprecationWarning`: ``what`` ``old`` is now spelled ``new``; it points
+    at the first line outside rnnx (the user's call)."""
     warnings.warn(
         f"{what} {old!r} is deprecated and will be removed in the next release; use {new}",
         DeprecationWarning,
-        stacklevel=stacklevel,
+        stacklevel=_caller_stacklevel(),
     )
 
 
@@ -80,9 +103,9 @@ def op_backend(backend: object, backends: Sequence[str], *, reference: str | Non
             return backend
         new = OLD_BACKENDS.get(backend)
         if backend == "reference" and reference is not None:
-            deprecated("backend", backend, f"{reference} (the step-by-step oracle)", stacklevel=4)
+            deprecated("backend", backend, f"{reference} (the step-by-step oracle)")
             return REFERENCE
         if new is not None and new in backends:
-            deprecated("backend", backend, f"backend={new!r}", stacklevel=4)
+            deprecated("backend", backend, f"backend={new!r}")
             return new
     raise ValueError(f"backend: expected one of {tuple(backends)}, got {backend!r}")

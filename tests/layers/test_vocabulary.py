@@ -316,3 +316,18 @@ def test_config_backend_is_validated_and_old_names_map():
     assert cfg.model.backend == "torch"
     with pytest.raises(ConfigError, match=r"\[model\] backend: layer 's4d' has no backend 'cudnn'"):
         resolve({"model": {"layer": "s4d", "backend": "cudnn"}})
+
+
+def test_deprecation_warnings_point_at_the_callers_line():
+    """An old name warns at the user's line, not inside rnnx or torch (a layer's mode
+    setter runs under nn.Module.__setattr__; an op's check under its autocast wrapper)."""
+    from rnnx.ops.ssd import ssd
+
+    layer = layers.get("lstm")(d_model=4)
+    x, dt = torch.randn(1, 3, 2, 4), torch.rand(1, 3, 2)
+    A, B = -torch.rand(2), torch.randn(1, 3, 1, 4)
+    with pytest.warns(DeprecationWarning, match="'sequential' is deprecated") as mode_warning:
+        layer.mode = "sequential"
+    with pytest.warns(DeprecationWarning, match="'reference' is deprecated") as op_warning:
+        ssd(x, dt, A, B, B, backend="reference")
+    assert [w.filename for w in (*mode_warning, *op_warning)] == [__file__, __file__]

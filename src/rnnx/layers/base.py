@@ -158,7 +158,7 @@ class RecurrentLayer(nn.Module):
             return value
         mode, backend = alias
         new = f"mode={mode!r}" + (f" with backend={backend!r}" if backend else "")
-        deprecated(f"mode (of {type(self).__name__})", value, new, stacklevel=4)
+        deprecated(f"mode (of {type(self).__name__})", value, new)
         if backend is not None:
             self.backend = backend
         return mode

@@ -132,6 +132,31 @@ def check_sequence_input(name: str, x: object, d_model: int) -> Tensor:
     return x
 
 
+def check_video_input(name: str, x: object, channels: int) -> Tensor:
+    """Validate a batch-first sequence of frames ``(batch, time, channels, height, width)``."""
+    x = require_tensor(name, x)
+    expected = f"a 5-D tensor (batch, time, {channels}, height, width)"
+    if x.dim() != 5:
+        raise ValueError(f"{name}: expected {expected}, got shape {fmt_shape(x.shape)}")
+    if x.shape[2] != channels:
+        raise ValueError(
+            f"{name}: expected {expected}; its channel dimension (dim 2) is {x.shape[2]}, "
+            f"not d_model={channels} (shape {fmt_shape(x.shape)})"
+        )
+    if x.shape[1] == 0:
+        raise ValueError(
+            f"{name}: expected a sequence of >= 1 frames, got 0 (shape {fmt_shape(x.shape)})"
+        )
+    if x.shape[0] == 0 or x.shape[3] == 0 or x.shape[4] == 0:
+        raise ValueError(
+            f"{name}: expected batch, height and width >= 1, got shape {fmt_shape(x.shape)}"
+        )
+    require_float(name, x)
+    if _FINITE:
+        require_finite(name, x)
+    return x
+
+
 def check_lengths(lengths: object, batch: int, length: int, device: torch.device) -> Tensor | None:
     """Validate ``lengths``: integers in [0, length], one per batch element.
 

@@ -45,13 +45,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 modes += " (" + ", ".join(f"{d}: {m}" for d, m in cls.auto_modes.items()) + ")"
             ct = "yes" if cls.continuous_time else ""
             backends = ", ".join(cls.backends)
-            rows.append((name, cls.__name__, cls.family, modes, backends, ct, cls.paper))
+            shape = "(B, T, C, H, W)" if cls.kind == "spatial" else "(B, L, D)"
+            rows.append((name, cls.__name__, cls.family, shape, modes, backends, ct, cls.paper))
         _table(
             rows,
             (
                 "name",
                 "class",
                 "family",
+                "input",
                 "modes (* default)",
                 "backends",
                 "continuous-time",

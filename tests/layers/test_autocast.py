@@ -15,7 +15,7 @@ import rnnx.layers as layers
 from rnnx._tree import leaves
 
 
-@pytest.mark.parametrize("name", layers.names())
+@pytest.mark.parametrize("name", layers.names("sequence"))
 def test_bf16_autocast_forward_backward(name):
     torch.manual_seed(0)
     cls = layers.get(name)

@@ -50,7 +50,7 @@ class CudaComplexRules(TorchFunctionMode):
 
 def _modes():
     out = []
-    for name in layers.names():
+    for name in layers.names("sequence"):
         for mode in layers.get(name).modes:
             out.append(pytest.param(name, mode, id=f"{name}-{mode}"))
     return out

@@ -18,7 +18,7 @@ def make(name):
     return cls(D, **cls.tiny_config())
 
 
-ALL = layers.names()
+ALL = layers.names("sequence")
 CT = [n for n in ALL if layers.get(n).continuous_time]
 NOT_CT = [n for n in ALL if not layers.get(n).continuous_time]
 

@@ -24,7 +24,7 @@ from tests.conftest import assert_close, native_available
 #: One layer per family (the first by name), and the native operator its default mode runs
 #: (the operators are named after their libraries).
 FAMILIES: dict[str, str] = {}
-for _name in layers.names():
+for _name in layers.names("sequence"):
     FAMILIES.setdefault(layers.get(_name).family, _name)
 NATIVE_OP = {"elman": "rnn", "paragru": "pararnn", "lru": "scan", "mamba": "selective_scan"}
 
@@ -51,7 +51,7 @@ def test_export_a_model_of_each_family(name):
 
 
 def test_every_family_has_a_representative():
-    assert set(FAMILIES) == {layers.get(n).family for n in layers.names()}
+    assert set(FAMILIES) == {layers.get(n).family for n in layers.names("sequence")}
 
 
 def _compile_and_compare(layer, x, **kw):
@@ -101,7 +101,7 @@ def _cuda_configuration(name: str):
     return layer
 
 
-CUDA_CONFIGURED = [n for n in layers.names() if _cuda_configuration(n) is not None]
+CUDA_CONFIGURED = [n for n in layers.names("sequence") if _cuda_configuration(n) is not None]
 #: Newton modes recompile at each iteration's graph break (5-20 s each on 2 cores): one
 #: representative in the fast suite (ParaLSTM runs the same solver as ParaGRU).
 _SLOW = {"paralstm", "slstm"}

@@ -6,6 +6,9 @@ against one piece, at split points that are no multiple of any chunk size, in th
 outputs, the final state and every gradient (the initial state's included);
 ``lengths`` masking; dtype policy; continuous-time ``dt``. A new layer gets all of it
 by registering itself. Everything runs in float64 so that the tolerances are tight.
+
+Spatial layers (``kind == "spatial"``: frames ``(B, T, C, H, W)``) run the same matrix
+on frames of ``SIZE`` (not square, so that a swapped height and width fails).
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ D = 6
 B = 3
 L = 23
 SPLITS = [1, 7, 13, L - 1]  # none is a multiple of a power-of-two chunk size >= 2
+SIZE = (5, 4)  # (height, width) of a spatial layer's frames
+
+
+def feat(layer_or_cls, d: int = D) -> tuple[int, ...]:
+    """The shape of one time step of the layer's input: ``(d,)`` or ``(d, *SIZE)``."""
+    return (d, *SIZE) if layer_or_cls.kind == "spatial" else (d,)
+
+
+def state_kwargs(layer_or_cls) -> dict:
+    """What ``init_state`` needs besides the batch size: the frame size of a spatial layer."""
+    return {"size": SIZE} if layer_or_cls.kind == "spatial" else {}
 
 
 def _all_modes():
@@ -68,15 +82,17 @@ def rtol_of(layer) -> float:
 def random_state(layer, batch: int = B, seed: int = 1):
     """A reachable, nonzero state: the layer run over a random prefix."""
     g = torch.Generator().manual_seed(seed)
-    prefix = torch.randn(batch, 5, D, generator=g, dtype=torch.float64)
+    prefix = torch.randn(batch, 5, *feat(layer), generator=g, dtype=torch.float64)
     with torch.no_grad(), layer.using_mode(layer.reference_mode):
         _, s = layer(prefix.to(layer.state_dtype()))
     return tree_map(lambda t: t.detach().clone(), s)
 
 
-def inputs(seed: int = 2, length: int = L, batch: int = B):
+def inputs(layer=None, seed: int = 2, length: int = L, batch: int = B):
+    """Random float64 input for ``layer`` (a sequence layer's when None)."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, length, D, generator=g, dtype=torch.float64)
+    shape = feat(layer) if layer is not None else (D,)
+    return torch.randn(batch, length, *shape, generator=g, dtype=torch.float64)
 
 
 def loss_of(y, state, seed: int = 3):
@@ -131,9 +147,9 @@ def test_registered_class_is_well_formed(name):
 @pytest.mark.parametrize("name", layers.names())
 def test_builds_from_d_model_alone_and_keeps_the_shape(name):
     layer = layers.get(name)(16)
-    x = torch.randn(2, 9, 16)
+    x = torch.randn(2, 9, *feat(layer, 16))
     y, state = layer(x)
-    assert y.shape == (2, 9, 16) and layer.d_output == 16
+    assert y.shape == x.shape and layer.d_output == 16
     assert all(torch.isfinite(s).all() for s in leaves(state))
 
 
@@ -142,21 +158,21 @@ def test_init_state_dtype_policy(name, mode):
     """States are fp32 (complex64 for complex states) whatever the input dtype."""
     layer = layers.get(name)(D, **layers.get(name).tiny_config())
     layer.mode = mode
-    s = layer.init_state(2)
+    s = layer.init_state(2, **state_kwargs(layer))
     for t in leaves(s):
         assert t.dtype in (torch.float32, torch.complex64)
-    y, s = layer(torch.randn(2, 5, D, dtype=torch.bfloat16))
-    assert y.shape == (2, 5, D) and torch.isfinite(y.float()).all()
+    y, s = layer(torch.randn(2, 5, *feat(layer), dtype=torch.bfloat16))
+    assert y.shape == (2, 5, *feat(layer)) and torch.isfinite(y.float()).all()
     for t in leaves(s):
         assert t.dtype in (torch.float32, torch.complex64)
-    meta = layer.init_state(2, device="meta")
+    meta = layer.init_state(2, device="meta", **state_kwargs(layer))
     assert [t.shape for t in leaves(meta)] == [t.shape for t in leaves(s)]
 
 
 @pytest.mark.parametrize(("name", "mode"), _other_modes())
 def test_mode_matches_reference(name, mode):
     layer = make_layer(name)
-    x, s0 = inputs(), random_state(layer)
+    x, s0 = inputs(layer), random_state(layer)
     y, s, g = run(layer, x, s0, mode)
     y_ref, s_ref, g_ref = run(layer, x, s0, layer.reference_mode)
     rtol = rtol_of(layer)
@@ -169,9 +185,9 @@ def test_mode_matches_reference(name, mode):
 def test_zero_initial_state_equals_default(name, mode):
     layer = make_layer(name)
     layer.mode = mode
-    x = inputs()
+    x = inputs(layer)
     y1, s1 = layer(x)
-    y2, s2 = layer(x, layer.init_state(B))
+    y2, s2 = layer(x, layer.init_state(B, **state_kwargs(layer)))
     assert_close(y1, y2, rtol=1e-12)
     assert_states_close(s1, s2, 1e-12, "final state")
 
@@ -180,7 +196,7 @@ def test_zero_initial_state_equals_default(name, mode):
 @pytest.mark.parametrize("chunks", [[1] * L, [3, 1, 5, 2, 8, 4]], ids=["tokens", "uneven"])
 def test_step_matches_full_forward(name, chunks):
     layer = make_layer(name)
-    x, s0 = inputs(), random_state(layer)
+    x, s0 = inputs(layer), random_state(layer)
     y_full, s_full, g_full = run(layer, x, s0, layer.reference_mode)
 
     xg = x.clone().requires_grad_()
@@ -203,7 +219,7 @@ def test_step_matches_full_forward(name, chunks):
 def test_two_pieces_with_carried_state_equal_one(name, mode, split):
     layer = make_layer(name)
     layer.mode = mode
-    x, s0 = inputs(), random_state(layer)
+    x, s0 = inputs(layer), random_state(layer)
     y_full, s_full, g_full = run(layer, x, s0, mode)
 
     xg = x.clone().requires_grad_()
@@ -226,7 +242,7 @@ def test_random_shapes_and_splits(name, mode, data):
     split = data.draw(st.integers(1, length - 1), label="split")
     layer = make_layer(name)
     layer.mode = mode
-    x = inputs(length=length, batch=batch)
+    x = inputs(layer, length=length, batch=batch)
     s0 = random_state(layer, batch=batch)
     with torch.no_grad():
         y_full, s_full = layer(x, s0)
@@ -246,10 +262,10 @@ def test_lengths_mask_padding(name, mode):
     """Padded positions never reach the final state, and their outputs are zero."""
     layer = make_layer(name)
     layer.mode = mode
-    x, s0 = inputs(), random_state(layer)
+    x, s0 = inputs(layer), random_state(layer)
     lengths = torch.tensor([L, 10, 1])
     garbage = x.clone()
-    garbage[1, 10:] = 1e3 * torch.randn(L - 10, D, dtype=torch.float64)
+    garbage[1, 10:] = 1e3 * torch.randn(L - 10, *feat(layer), dtype=torch.float64)
     garbage[2, 1:] = -7.0
     with torch.no_grad():
         y, s = layer(garbage, s0, lengths=lengths)
@@ -268,7 +284,7 @@ def test_lengths_zero_keeps_the_state(name, mode):
     layer.mode = mode
     s0 = random_state(layer)
     with torch.no_grad():
-        y, s = layer(inputs(), s0, lengths=torch.tensor([0, 0, 0]))
+        y, s = layer(inputs(layer), s0, lengths=torch.tensor([0, 0, 0]))
     assert torch.all(y == 0)
     assert_states_close(s, s0, 1e-12, "state after zero steps")
 
@@ -278,7 +294,7 @@ def test_dt_forms_agree(name, mode):
     """dt=1 is the trained step; a scalar, per-sequence and per-step dt of equal value agree."""
     layer = make_layer(name)
     layer.mode = mode
-    x, s0 = inputs(), random_state(layer)
+    x, s0 = inputs(layer), random_state(layer)
     with torch.no_grad():
         y0, _ = layer(x, s0)
         y1, _ = layer(x, s0, dt=1.0)
@@ -293,7 +309,7 @@ def test_dt_forms_agree(name, mode):
 @pytest.mark.parametrize(("name", "mode"), _ct_modes())
 def test_dt_per_step_matches_reference(name, mode):
     layer = make_layer(name)
-    x, s0 = inputs(), random_state(layer)
+    x, s0 = inputs(layer), random_state(layer)
     dt = 0.2 + torch.rand(B, L, dtype=torch.float64)
     with torch.no_grad(), layer.using_mode(layer.reference_mode):
         y_ref, s_ref = layer(x, s0, dt=dt)
@@ -319,7 +335,7 @@ def _compiled_run(layer, backend: str):
     """Forward, final state and every gradient of ``torch.compile(layer, fullgraph=True)``
     and of the eager layer, in the layer's default mode, from a random initial state.
     A short sequence: a chunked form's loop over chunks is unrolled in the graph."""
-    x, s0 = inputs(length=9), random_state(layer)
+    x, s0 = inputs(layer, length=9), random_state(layer)
     expected = run(layer, x, s0, layer.mode)
     torch._dynamo.reset()  # a fresh cache: no recompile limit across the matrix
     compiled = torch.compile(layer, fullgraph=True, backend=backend)

@@ -21,7 +21,7 @@ from rnnx._tree import leaves
 from rnnx.layers import GRU, LSTM, Elman, ParaGRU, ParaLSTM, sLSTM
 from tests.conftest import assert_close
 
-AUTO = [name for name in layers.names() if layers.get(name).auto_modes]
+AUTO = [name for name in layers.names("sequence") if layers.get(name).auto_modes]
 
 
 def test_layers_with_auto_modes():

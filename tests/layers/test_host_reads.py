@@ -79,7 +79,7 @@ def _torch_paths(monkeypatch):
     monkeypatch.setenv("RNNX_NATIVE", "0")
 
 
-@pytest.mark.parametrize("name", layers.names())
+@pytest.mark.parametrize("name", layers.names("sequence"))
 def test_decoding_a_token_reads_nothing(name):
     layer = _gpu_like(name).eval()
     with torch.no_grad():
@@ -90,7 +90,7 @@ def test_decoding_a_token_reads_nothing(name):
     assert probe.reads == []
 
 
-@pytest.mark.parametrize("name", layers.names())
+@pytest.mark.parametrize("name", layers.names("sequence"))
 def test_forward_and_backward_read_nothing_but_newtons_stopping_test(name):
     layer = _gpu_like(name)
     x = torch.randn(2, 9, 8, requires_grad=True)

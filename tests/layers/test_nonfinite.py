@@ -22,7 +22,7 @@ D = 6
 
 CASES = [
     pytest.param(name, mode, id=f"{name}-{mode}")
-    for name in layers.names()
+    for name in layers.names("sequence")
     for mode in layers.get(name).modes
 ]
 
@@ -69,7 +69,11 @@ def test_nan_and_inf_propagate_as_on_the_pytorch_path(name, mode, dtype, monkeyp
                                    msg=lambda m, what=what: f"{what}: {m}")  # fmt: skip
 
 
-CUDNN = [n for n in layers.names() if getattr(layers.get(n)(D), "cudnn_supported", lambda: False)()]
+CUDNN = [
+    n
+    for n in layers.names("sequence")
+    if getattr(layers.get(n)(D), "cudnn_supported", lambda: False)()
+]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])

@@ -17,7 +17,7 @@ def threads():
     torch.set_num_threads(old)
 
 
-@pytest.mark.parametrize("name", layers.names())
+@pytest.mark.parametrize("name", layers.names("sequence"))
 def test_two_threads_match_one(name, threads):
     torch.manual_seed(0)
     cls = layers.get(name)

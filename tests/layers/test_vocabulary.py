@@ -22,7 +22,7 @@ from rnnx._vocab import BACKENDS, MODES, OLD_BACKENDS, OLD_MODES, op_backend
 from rnnx.layers.base import RecurrentLayer, register
 from tests.conftest import assert_close
 
-NAMES = layers.names()
+NAMES = layers.names("sequence")
 
 
 # --------------------------------------------------------------------------- registry
@@ -59,7 +59,7 @@ def test_register_refuses_words_outside_the_vocabulary():
         register("vocab_auto_test")(_layer_class(backends=("native",)))
     with pytest.raises(ValueError, match=r"Odd\.mode_aliases\['old'\]: expected a mode"):
         register("vocab_alias_test")(_layer_class(mode_aliases={"old": ("scan", None)}))
-    assert not any(n.startswith("vocab_") for n in layers.names())
+    assert not any(n.startswith("vocab_") for n in layers.names("sequence"))
 
 
 # --------------------------------------------------------------------------- backend attribute

@@ -8,7 +8,7 @@ from rnnx.models import Backbone, BackboneConfig, SequenceClassifier
 from tests.conftest import assert_close
 
 
-@pytest.mark.parametrize("name", layers.names())
+@pytest.mark.parametrize("name", layers.names("sequence"))
 def test_backbone_step_equals_forward(name):
     cfg = BackboneConfig(
         layer=name,
@@ -74,7 +74,7 @@ def _manual_bidirectional(model: Backbone, x: torch.Tensor, lengths: torch.Tenso
     return model.norm(h)
 
 
-@pytest.mark.parametrize("name", layers.names())
+@pytest.mark.parametrize("name", layers.names("sequence"))
 def test_bidirectional_equals_two_manual_passes(name):
     cfg = BackboneConfig(
         layer=name,

@@ -24,7 +24,7 @@ pytestmark = [
 ]
 
 
-@pytest.mark.parametrize("name", layers.names())
+@pytest.mark.parametrize("name", layers.names("sequence"))
 def test_two_training_steps(name):
     # Parity: token inputs, variable lengths (padding must not leak), per-step targets.
     task = get_task("parity", n_train=16, n_val=4, n_test=4, train_len=8, test_len=10)

@@ -19,6 +19,7 @@ for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
 
 globals().update({cls.__name__: cls for cls in registry().values()})
 
+from rnnx.layers._spatial import SpatialLayer  # noqa: E402  (layers over frames)
 from rnnx.layers.cell import CellLayer  # noqa: E402  (the user-cell base class)
 from rnnx.layers.lssl import Sharing  # noqa: E402
 
@@ -26,6 +27,7 @@ __all__ = [
     "CellLayer",
     "RecurrentLayer",
     "Sharing",
+    "SpatialLayer",
     "create",
     "get",
     "names",

@@ -63,7 +63,7 @@ from rnnx._names import did_you_mean
 from rnnx._tree import State, flatten, leaf_paths
 from rnnx._vocab import BACKENDS, MODES, OLD_BACKENDS, OLD_MODES, deprecated
 
-__all__ = ["RecurrentLayer", "State", "create", "get", "names", "register", "registry"]
+__all__ = ["KINDS", "RecurrentLayer", "State", "create", "get", "names", "register", "registry"]
 
 _log = logging.getLogger("rnnx.layers")
 
@@ -92,6 +92,11 @@ class RecurrentLayer(nn.Module):
       working for one release with a :class:`DeprecationWarning` (besides the general
       ones of :data:`rnnx._vocab.OLD_MODES`, e.g. ``"sequential"`` -> ``"recurrent"``).
     * ``family`` and ``paper`` (arXiv id): shown by ``rnnx list``.
+    * ``kind``: what a time step is. ``"sequence"`` (every layer so far): a vector,
+      ``x`` of shape ``(batch, length, d_model)``; ``"spatial"``: a feature map,
+      ``x`` of shape ``(batch, time, d_model, height, width)`` and a state per pixel
+      (:class:`rnnx.layers._spatial.SpatialLayer`, whose ``init_state`` takes
+      ``size=(height, width)``). The contract is the same for both kinds.
     """
 
     modes: ClassVar[tuple[str, ...]] = ()
@@ -103,6 +108,7 @@ class RecurrentLayer(nn.Module):
     backends: ClassVar[tuple[str, ...]] = ("auto", "torch")
     mode_aliases: ClassVar[dict[str, tuple[str, str | None]]] = {}
     family: ClassVar[str] = ""
+    kind: ClassVar[str] = "sequence"
     registry_name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     #: Relative tolerance at which the test matrix compares modes in float64.
@@ -380,19 +386,28 @@ class RecurrentLayer(nn.Module):
         lengths: Any,
         dt: Any,
     ) -> tuple[Tensor, State]:
-        x = check_sequence_input(arg, x, self.d_model)
-        B, L, _ = x.shape
+        x = self._check_input(arg, x)
+        B, L = x.shape[0], x.shape[1]
         lengths_t = check_lengths(lengths, B, L, x.device)
         dt_t = self._check_dt(dt, B, L, x)
         if state is None:
-            state = self.init_state(B, device=x.device)
+            state = self.init_state(B, device=x.device, **self._state_kwargs(x))
         else:
             self._check_state(state, B, x)
         y, new_state = self._forward(x, state, mode=mode, lengths=lengths_t, dt=dt_t)
         if lengths_t is not None:
-            mask = length_mask(lengths_t, L).unsqueeze(-1)
+            mask = length_mask(lengths_t, L).reshape(B, L, *([1] * (y.dim() - 2)))
             y = torch.where(mask, y, torch.zeros((), dtype=y.dtype, device=y.device))
         return y, new_state
+
+    def _check_input(self, arg: str, x: object) -> Tensor:
+        """``x`` validated for this layer's :attr:`kind` (``(B, L, d_model)`` here)."""
+        return check_sequence_input(arg, x, self.d_model)
+
+    def _state_kwargs(self, x: Tensor) -> dict[str, Any]:
+        """Keyword arguments of :meth:`init_state` that the input decides (none for a
+        sequence layer; the frame size for a spatial one)."""
+        return {}
 
     def _check_dt(self, dt: Any, B: int, L: int, x: Tensor) -> Tensor | None:
         if dt is None:
@@ -430,15 +445,17 @@ class RecurrentLayer(nn.Module):
             raise ValueError("dt: expected finite step sizes > 0")
         return dt.to(device=x.device, dtype=self.state_dtype())
 
-    def _expected_state(self, B: int) -> tuple[State, Any, list[tuple[str, Tensor]]]:
-        """``init_state(B)`` on the meta device, its tree spec and (path, leaf) pairs;
-        cached per (batch size, mode): a decode step checks its state every token, and
-        rebuilding it costs more than the step of a small layer."""
-        key = (B, self.mode)
+    def _expected_state(
+        self, B: int, kwargs: dict[str, Any]
+    ) -> tuple[State, Any, list[tuple[str, Tensor]]]:
+        """``init_state(B, **kwargs)`` on the meta device, its tree spec and (path, leaf)
+        pairs; cached per (batch size, mode, kwargs): a decode step checks its state every
+        token, and rebuilding it costs more than the step of a small layer."""
+        key = (B, self.mode, *sorted(kwargs.items()))
         cache = self.__dict__.setdefault("_rnnx_state_spec", {})
         hit = cache.get(key)
         if hit is None:
-            expected = self.init_state(B, device="meta")
+            expected = self.init_state(B, device="meta", **kwargs)
             exp_leaves, exp_spec = flatten(expected)
             hit = (expected, exp_spec, list(zip(leaf_paths(expected), exp_leaves)))
             if len(cache) > 8:
@@ -447,7 +464,8 @@ class RecurrentLayer(nn.Module):
         return hit
 
     def _check_state(self, state: State, B: int, x: Tensor) -> None:
-        expected, exp_spec, paths = self._expected_state(B)
+        kwargs = self._state_kwargs(x)
+        expected, exp_spec, paths = self._expected_state(B, kwargs)
         got_leaves, got_spec = flatten(state)
         if got_spec != exp_spec:
             raise ValueError(
@@ -458,8 +476,9 @@ class RecurrentLayer(nn.Module):
             if not isinstance(g, Tensor):
                 raise TypeError(f"{path}: expected a tensor, got {type(g).__name__}")
             if tuple(g.shape) != tuple(e.shape):
+                call = ", ".join([f"batch_size={B}", *(f"{k}={v}" for k, v in kwargs.items())])
                 raise ValueError(
-                    f"{path}: expected shape {fmt_shape(e.shape)} (init_state(batch_size={B})), "
+                    f"{path}: expected shape {fmt_shape(e.shape)} (init_state({call})), "
                     f"got {fmt_shape(g.shape)}"
                 )
             if g.is_complex() != e.is_complex() or not (g.is_floating_point() or g.is_complex()):
@@ -484,6 +503,8 @@ def _describe(state: State) -> str:
 # ---------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, type[RecurrentLayer]] = {}
+#: The kinds of layer (:attr:`RecurrentLayer.kind`).
+KINDS = ("sequence", "spatial")
 
 
 def register(name: str):
@@ -517,6 +538,7 @@ def register(name: str):
                     f"got {mode!r}"
                 )
         _check_vocabulary(cls)
+        require_choice(f"{cls.__name__}.kind", cls.kind, KINDS)
         cls.registry_name = name
         _REGISTRY[name] = cls
         return cls
@@ -568,12 +590,15 @@ def get(name: str) -> type[RecurrentLayer]:
         ) from None
 
 
-def names() -> list[str]:
-    """Every registered layer name, sorted (plugins included)."""
+def names(kind: str | None = None) -> list[str]:
+    """Every registered layer name, sorted (plugins included); with ``kind``
+    (``"sequence"`` or ``"spatial"``, see :attr:`RecurrentLayer.kind`) only those."""
     from rnnx import _plugins
 
+    if kind is not None:
+        require_choice("kind", kind, KINDS)
     _plugins.load_entry_points("layers")
-    return sorted(_REGISTRY)
+    return sorted(n for n, c in _REGISTRY.items() if kind is None or c.kind == kind)
 
 
 def registry() -> dict[str, type[RecurrentLayer]]:

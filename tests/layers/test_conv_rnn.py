@@ -255,6 +255,8 @@ def test_peephole_needs_its_frame_size():
         ConvLSTM(2, peephole=True)
     with pytest.raises(ValueError, match="frame_size"):
         ConvLSTM(2, frame_size=(4, 4))
+    with pytest.raises(ValueError, match=r"frame_size: expected \(height, width\)"):
+        ConvLSTM(2, peephole=True, frame_size=(4, 0))
     layer = ConvLSTM(2, peephole=True, frame_size=(4, 3))
     assert layer.peephole_weight is not None and layer.peephole_weight.shape == (3, 2, 4, 3)
     with pytest.raises(ValueError, match=r"size: .*\(4, 3\).*\(5, 3\)"):

@@ -20,16 +20,17 @@ Both use "same" padding (an odd ``kernel_size`` k, padding k // 2), so the state
 frame's height and width and one layer serves every frame size. The output is h_t, through
 a 1x1 convolution to ``d_model`` channels when ``d_state != d_model``.
 
-Speed. A convolution over a concatenation is the sum of the convolutions of its parts, so
-the x-part of every gate (ConvGRU: of the candidate too) is one convolution over all T
-frames at once, ``(B*T, C, H, W)``, before the time loop; the loop runs only the
-hidden-to-gate convolutions (ConvGRU: two, since the candidate's reads r ∘ h, which needs
-the gates first). The frames are iterated with ``unbind`` and the outputs stacked once, so
-the backward pass costs time linear in T.
+The time loop. A convolution over a concatenation is the sum of the convolutions of its
+parts, so the x-part of every gate (ConvGRU: of the candidate too) is one convolution over
+all T frames at once, ``(B*T, C, H, W)``, before the loop; the loop runs only the
+hidden-to-gate convolutions (ConvGRU: two, since the candidate's convolution reads r ∘ h
+and r comes out of the first). The frames are iterated with ``unbind`` and the outputs
+stacked once, so the backward pass costs time linear in T.
 
 Modes: ``("recurrent",)`` only. The recurrence is nonlinear in h (the gates read h through
 a convolution and a sigmoid), so it has no parallel scan or convolution form; for a
-space-time layer that is parallel over time use ConvS5 (a linear state-space recurrence).
+space-time layer that is parallel over time use ConvS5 (``conv_s5``, arXiv 2310.19694: a
+linear state-space recurrence, run as a parallel scan).
 """
 
 from __future__ import annotations
@@ -186,7 +187,12 @@ class ConvLSTM(_ConvRNN):
                     "frame_size: peephole=True has per-pixel weights, so it needs the "
                     "frame size, frame_size=(height, width)"
                 )
-            self.frame_size = check_size(tuple(frame_size))
+            try:
+                self.frame_size = check_size(frame_size)
+            except ValueError:
+                raise ValueError(
+                    f"frame_size: expected (height, width), two ints >= 1, got {frame_size!r}"
+                ) from None
             self.peephole_weight = nn.Parameter(torch.zeros(3, S, *self.frame_size))
         elif frame_size is not None:
             raise ValueError("frame_size: only used with peephole=True (per-pixel weights)")

@@ -285,6 +285,15 @@ def compare_runs(a, b) -> dict[str, Any]:
     return out
 
 
+def input_shape(cls, B: int, T: int, D: int) -> tuple[int, ...]:
+    """The input of a layer at the run's (B, T, D): a sequence layer's ``(B, T, D)``; a
+    spatial layer's frames ``(B, min(T, 24), D, 12, 12)`` (a video of T frames of D
+    channels at the sequence layers' T would not say more and cost far more)."""
+    if getattr(cls, "kind", "sequence") == "spatial":
+        return (B, min(T, 24), D, 12, 12)
+    return (B, T, D)
+
+
 def check_layer(name: str, device: torch.device, shape, quick: bool, tol32: float, tol16: float):
     B, T, D = shape
     rows = []
@@ -292,7 +301,7 @@ def check_layer(name: str, device: torch.device, shape, quick: bool, tol32: floa
     ref_layer = build(name, D).eval()
     cls = type(ref_layer)
     g = torch.Generator().manual_seed(1)
-    x_cpu = torch.randn(B, T, D, generator=g)
+    x_cpu = torch.randn(*input_shape(cls, B, T, D), generator=g)
     dev_layer = copy.deepcopy(ref_layer).to(device)
     dev_modes = [dev_layer.mode] if quick else list(cls.modes)
     cpu_mode = ref_layer.mode if quick else cls.reference_mode
@@ -334,6 +343,7 @@ def check_layer(name: str, device: torch.device, shape, quick: bool, tol32: floa
         rows.append(row)
     # host synchronisations in the default mode
     sync_row = rows[0]
+    T = x_cpu.shape[1]  # a spatial layer's input has fewer frames (input_shape)
     try:
         x = x_cpu.to(device)
         with torch.no_grad():
@@ -404,7 +414,7 @@ def time_layer(name, device, shape, repeat, bf16: bool, tokens: int):
         layer = build(name, D).to(device)
         row["mode"] = layer.mode
         row["backend"] = backend_of(layer, device)
-        x = torch.randn(B, T, D, device=device)
+        x = torch.randn(*input_shape(type(layer), B, T, D), device=device)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             row["fwd_bwd_ms"], row["runs"] = median_ms(fwd_bwd_fn(layer, x, False), device, repeat)

@@ -43,7 +43,7 @@ def measure(batch: int, length: int, d_model: int, repeat: int) -> dict[str, flo
     import rnnx.layers as L
 
     out: dict[str, float] = {}
-    for name in L.names():
+    for name in L.names("sequence"):  # (B, L, D) layers; spatial ones take frames
         torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecations and one-time notices

@@ -224,8 +224,7 @@ class ConvS5(SpatialLayer):
         return (
             f"d_model={self.d_model}, d_state={self.d_state}, kernel_b={self.kernel_b}, "
             f"kernel_c={self.kernel_c}, blocks={self.blocks}, conj_sym={self.conj_sym}, "
-            f"discretization={self.discretization.value}, mode={self.mode!r}"
-            + self._backend_repr()
+            f"discretization={self.discretization.value}, mode={self.mode!r}" + self._backend_repr()
         )
 
     @property

@@ -104,6 +104,9 @@ def conv_ssm(
 
     P, U, kB = B.shape[0], B.shape[1], B.shape[-1]
     kC = C.shape[-1]
+    scale: Tensor | None = dB
+    if dB.dim() == 1:  # time-invariant B̄ = dB ⊙ B: scale the kernel, not every frame
+        B, scale = dB.view(P, 1, 1, 1) * B, None
     # Complex kernels as real ones. Input: output channels interleaved (re_0, im_0, re_1,
     # ...), so that the result is (re, im) pairs per mode. Output: Re(C x) = Re C Re x -
     # Im C Im x, one real convolution over the state's channels (re_0, im_0, re_1, ...).
@@ -123,14 +126,18 @@ def conv_ssm(
     if mode == "scan":
         if mask is not None:  # padded frames add nothing (the final state is picked below)
             u = u * mask.view(N, T, 1, 1, 1).to(u.dtype)
-        b = _per_channel(dB) * convolve_in(u.flatten(0, 1)).unflatten(0, (N, T))
+        b = convolve_in(u.flatten(0, 1)).unflatten(0, (N, T))
+        if scale is not None:
+            b = _per_channel(scale) * b
         h, _ = scan(_per_channel(dA), b, state, backend=backend)
         return read_out(h.flatten(0, 1)).unflatten(0, (N, T)), _ssm.last_valid(h, lengths, state)
     s, ys = state, []
     for t in range(T):
         a_t = dA if dA.dim() == 1 else dA[:, t if dA.shape[1] > 1 else 0]
-        c_t = dB if dB.dim() == 1 else dB[:, t if dB.shape[1] > 1 else 0]
-        s_new = _per_channel(a_t) * s + _per_channel(c_t) * convolve_in(u[:, t])
+        b_t = convolve_in(u[:, t])
+        if scale is not None:
+            b_t = _per_channel(scale[:, t if scale.shape[1] > 1 else 0]) * b_t
+        s_new = _per_channel(a_t) * s + b_t
         s = s_new if mask is None else torch.where(mask[:, t].view(N, 1, 1, 1), s_new, s)
         ys.append(read_out(s))
     return torch.stack(ys, 1), s
@@ -284,5 +291,7 @@ class ConvS5(SpatialLayer):
             backend=self.backend,
         )
         y = y + _per_channel(self.D) * u
-        # GELU + GLU per pixel over channels (the output block of rnnx's S5)
-        return self.output(y.movedim(2, -1)).movedim(-1, 2).to(x.dtype), new_state
+        # rnnx's S5 output block (GELU, dropout, GLU projection) per pixel over channels,
+        # on one channels-last copy (a strided view made GELU's backward several times slower)
+        y = self.output(y.movedim(2, -1).contiguous()).movedim(-1, 2)
+        return y.to(x.dtype), new_state

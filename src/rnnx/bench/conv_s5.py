@@ -1,6 +1,5 @@
-"""ConvS5 against ConvLSTM at the same state size: a training step and autoregressive
-sampling, as the number of frames grows (arXiv 2310.19694, Section 5's comparison of
-training and generation cost, here on the CPU).
+"""ConvS5 (arXiv 2310.19694) against ConvLSTM (arXiv 1506.04214) at the same state size:
+a training step and autoregressive sampling, as the number of frames grows, on the CPU.
 
 At batch 2, 16 channels, 16x16 frames, float32, for T = 16, 32, 64, 128, 256 frames:
 

@@ -221,6 +221,35 @@ class ConvolutionalSSM(BidirectionalMixin, RecurrentLayer):
         raise NotImplementedError
 
 
+def hippo_n_diagonal(P: int, blocks: int, conj_sym: bool) -> tuple[Tensor, Tensor]:
+    """S5's initialisation of a diagonal state (arXiv 2208.04933, Section 4.2): the
+    eigenvalues Λ of HiPPO-N (the normal part of HiPPO-LegS, :func:`rnnx.ssm.hippo.nplr`)
+    repeated in ``blocks`` diagonal blocks, and the block-diagonal eigenvector matrix V.
+
+    ``P`` (the number of modes, argument ``d_state`` of the layers) must be a multiple
+    of ``blocks`` with ``P / blocks`` even. With ``conj_sym`` only one of each conjugate
+    pair is kept. Returns ``(Λ (P_s,), V (P, P_s))``, complex128, with P_s = P/2 under
+    ``conj_sym``, else P; a layer sets B̃ = V^* B and C̃ = C V.
+    """
+    from rnnx.ssm.hippo import Measure, nplr
+
+    require_even("d_state", P)
+    require_positive_int("blocks", blocks)
+    if P % blocks or (P // blocks) % 2:
+        raise ValueError(
+            f"blocks: expected d_state / blocks to be an even integer, got "
+            f"d_state={P}, blocks={blocks}"
+        )
+    block = nplr(Measure.LEGS, P // blocks)
+    lam_half, V_half = block.Lambda, block.V  # (Pb/2,), (Pb, Pb/2)
+    if conj_sym:
+        lam_b, V_b = lam_half, V_half
+    else:
+        lam_b = torch.cat([lam_half, lam_half.conj()])
+        V_b = torch.cat([V_half, V_half.conj()], -1)
+    return lam_b.repeat(blocks), torch.block_diag(*([V_b] * blocks))
+
+
 def require_even(name: str, value: int) -> int:
     require_positive_int(name, value)
     if value % 2:

@@ -37,7 +37,6 @@ from rnnx._checks import require_positive_int
 from rnnx.layers import _ssm
 from rnnx.layers.base import RecurrentLayer, State, register
 from rnnx.ssm.discretize import Discretization, as_discretization, discretize_diagonal
-from rnnx.ssm.hippo import Measure, nplr
 
 __all__ = ["S5"]
 
@@ -92,25 +91,12 @@ class S5(RecurrentLayer):
         super().__init__(d_model, mode=mode, backend=backend)
         P = _ssm.require_even("d_state", d_state)
         J = require_positive_int("blocks", blocks)
-        if P % J or (P // J) % 2:
-            raise ValueError(
-                f"blocks: expected d_state / blocks to be an even integer, got "
-                f"d_state={P}, blocks={J}"
-            )
         _ssm.check_dt_range(dt_min, dt_max)
         H = d_model
         self.d_state, self.blocks = P, J
         self.conj_sym = bool(conj_sym)
         self.discretization = as_discretization(discretization)
-        block = nplr(Measure.LEGS, P // J)
-        lam_half, V_half = block.Lambda, block.V  # (Pb/2,), (Pb, Pb/2)
-        if self.conj_sym:
-            lam_b, V_b = lam_half, V_half
-        else:
-            lam_b = torch.cat([lam_half, lam_half.conj()])
-            V_b = torch.cat([V_half, V_half.conj()], -1)
-        Lambda = lam_b.repeat(J)
-        V = torch.block_diag(*([V_b] * J))  # (P, P_stored)
+        Lambda, V = _ssm.hippo_n_diagonal(P, J, self.conj_sym)  # (P_s,), (P, P_s)
         Ps = Lambda.shape[0]
         self.log_A_real = nn.Parameter(torch.log(-Lambda.real).float())
         self.A_imag = nn.Parameter(Lambda.imag.float())

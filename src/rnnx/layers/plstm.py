@@ -153,14 +153,14 @@ class PLSTM2D(SpatialLayer):
 
     def gate_values(self, x: Tensor) -> dict[str, Tensor]:
         """q, k, v and the gates of every frame, from ``x`` ``(B, T, C, H, W)``, laid out
-        ``(B, T, n_heads, H, W, ...)`` as :func:`rnnx.ops.plstm.plstm_2d` takes them:
+        ``(B, n_heads, T, H, W, ...)`` as :func:`rnnx.ops.plstm.plstm_2d` takes them:
         q (scaled by d_head^-1/2), k, v ``(..., d_head)``; source and mark ``(..., 3)``;
         transition ``(..., 3, 3)`` (outgoing, incoming); direct ``(...)``."""
         B, T, _, H, W = x.shape
         N, dh = self.n_heads, self.d_head
         u = x.to(self.state_dtype()).permute(0, 1, 3, 4, 2)  # (B, T, H, W, C)
-        qkv = self.qkv(u).view(B, T, H, W, 3, N, dh).permute(4, 0, 1, 5, 2, 3, 6)
-        g = self.gates(u).view(B, T, H, W, N, _N_GATES).permute(0, 1, 4, 2, 3, 5)
+        qkv = self.qkv(u).view(B, T, H, W, 3, N, dh).permute(4, 0, 5, 1, 2, 3, 6)
+        g = self.gates(u).view(B, T, H, W, N, _N_GATES).permute(0, 4, 1, 2, 3, 5)
         logits = g[..., 3:12].unflatten(-1, (3, 3))  # (outgoing, incoming)
         retain = torch.sigmoid(g[..., 12:15]).unsqueeze(-2)
         return {
@@ -183,17 +183,29 @@ class PLSTM2D(SpatialLayer):
         dt: Tensor | None,
     ) -> tuple[Tensor, State]:
         B, T = x.shape[:2]
-        op = plstm_2d if mode == "wavefront" else plstm_2d_reference
         gv = self.gate_values(x)
-        z = state.permute(0, 1, 4, 5, 2, 3)  # (B, N, H, W, d_head, d_head)
-        ys = []
-        for t in range(T):
-            y_t, z_new = op(**{name: val[:, t] for name, val in gv.items()}, state=z)
-            assert z_new is not None  # three edges: the op returns the time edge's state
-            if lengths is not None:
-                z_new = torch.where((t < lengths).view(B, 1, 1, 1, 1, 1), z_new, z)
-            z = z_new
-            ys.append(y_t)
-        y = torch.stack(ys, 1)  # (B, T, N, H, W, d_head)
-        y = self.output(y.permute(0, 1, 3, 4, 2, 5).flatten(-2))  # (B, T, H, W, C)
+        if lengths is not None:
+            # A padded frame passes the time edge through unchanged (T^{ττ} = 1, the
+            # rest of the time edge's row and its source 0), so the returned state is
+            # the one after lengths[b] frames; the base class zeroes the outputs.
+            pad = (torch.arange(T, device=x.device).view(1, T) >= lengths.view(B, 1)).view(
+                B, 1, T, 1, 1, 1
+            )
+            keep_time = torch.tensor([0.0, 0.0, 1.0], device=x.device, dtype=x.dtype)
+            tr = gv["transition"]
+            gv["transition"] = torch.cat(
+                [
+                    tr[..., :2, :],
+                    torch.where(pad, keep_time.to(tr.dtype), tr[..., 2, :])[..., None, :],
+                ],
+                -2,
+            )
+            src = gv["source"]
+            gv["source"] = torch.cat([src[..., :2], src[..., 2:].masked_fill(pad, 0.0)], -1)
+        op = plstm_2d if mode == "wavefront" else plstm_2d_reference
+        z0 = state.permute(0, 1, 4, 5, 2, 3)  # (B, N, H, W, d_head, d_head)
+        y, z = op(**gv, state=z0)
+        assert z is not None  # three edges: the op returns the time edge's state
+        # (B, N, T, H, W, d_head) -> (B, T, H, W, N * d_head) -> d_model channels.
+        y = self.output(y.permute(0, 2, 3, 4, 1, 5).flatten(-2))
         return y.permute(0, 1, 4, 2, 3).to(x.dtype), z.permute(0, 1, 4, 5, 2, 3)

@@ -1,4 +1,5 @@
-"""pLSTM over a 2-D grid: Source, Transition and Mark gates on the grid's line graph.
+"""pLSTM over 2-D grids (frames of them): Source, Transition and Mark gates on the
+grid's line graph, with an optional time edge from each cell to itself in the next frame.
 
 "pLSTM: parallelizable Linear Source Transition Mark networks" (Pöppel, Freinschlag,
 Schmied, Lin, Hochreiter; arXiv 2506.11997). A linear RNN on a directed acyclic graph
@@ -14,32 +15,37 @@ matrix states ``k v^T`` per head as in mLSTM (arXiv 2405.04517):
     y_ij   = q_ij^T (M^l_ij C^r_{i,j-1} + M^u_ij C^d_{i-1,j}) + D_ij (q_ij . k_ij) v_ij
 
 (states left of column 0 and above row 0 are zero; T, S, M and D are scalars per head
-and cell). rnnx adds one optional edge per cell, **time** (τ), for video: the cell's
-state from the previous frame ``Z_ij`` comes in as a third incoming edge, and the cell
-sends a third outgoing state ``Z'_ij`` on to the next frame, with the same gates:
+and cell). That is the paper's 2-D pLSTM in one orientation (from the top-left corner),
+and what the ops compute with E = 2 edges, every frame a grid of its own.
 
-    C^o_ij = T^{ol} C^r_{i,j-1} + T^{ou} C^d_{i-1,j} + T^{oτ} Z_ij + S^o k v^T,  o in {r, d, τ}
-    y_ij   = q^T (M^l C^r_{i,j-1} + M^u C^d_{i-1,j} + M^τ Z_ij) + D (q . k) v
+rnnx adds, with E = 3, a **time** edge (τ) for video: the cell (t, i, j) has a third
+incoming edge, the state ``C^τ_{t-1,i,j}`` its pixel sent from the previous frame (for
+t = 0: the given ``state``), and a third outgoing one, ``C^τ_{t,i,j}``, with the same
+gates:
 
-and ``Z' = C^τ``. With two edges (``source.shape[-1] == 2``) the op is the paper's 2-D
-pLSTM in one orientation (from the top-left corner).
+    C^o = T^{ol} C^r_{t,i,j-1} + T^{ou} C^d_{t,i-1,j} + T^{oτ} C^τ_{t-1,i,j} + S^o k v^T,
+                                                                      o in {r, d, τ}
+    y   = q^T (M^l C^r_{t,i,j-1} + M^u C^d_{t,i-1,j} + M^τ C^τ_{t-1,i,j}) + D (q . k) v
 
-Stabilisation is the caller's: the op computes the recurrence for whatever gates it is
-given. The paper's condition for long-range stability on a grid is that a state must not
-grow along the combinatorially many paths between two cells, which holds when every
+and the returned state is the time edge out of the last frame, ``C^τ_{T-1}``.
+
+Stabilisation is the caller's: the ops compute the recurrence for whatever gates they
+are given. The paper's condition for long-range stability on a grid is that a state must
+not grow along the combinatorially many paths between two cells, which holds when every
 *column* of the transition matrix (the weights with which one incoming state is passed
 to the outgoing edges) has an absolute sum <= 1; :class:`rnnx.layers.PLSTM2D` builds its
 transitions that way (docs/plstm.md).
 
 Two programs compute the same function:
 
-* :func:`plstm_2d`: the parallel form. Cell (i, j) depends only on cells of the
-  previous anti-diagonal i + j - 1, so the grid is skewed to ``(diagonal, row)`` and the
-  H + W - 1 anti-diagonals are computed one after the other, every cell of a diagonal at
-  once (vectorised over batch, heads and the rows of the diagonal); the read-out, the
-  time edge and the direct term are then one batched product over the whole grid.
-* :func:`plstm_2d_reference`: the oracle, a loop over the cells in row-major order
-  following the equations above one cell at a time.
+* :func:`plstm_2d`: the parallel form, a wavefront. Cell (t, i, j) depends only on cells
+  with t + i + j one smaller, so the planes p = t + i + j are computed one after the
+  other, every cell of a plane at once: a plane is held as one ``(height, width)`` frame
+  whose pixel (i, j) is the cell of frame p - i - j. T + H + W - 2 vectorised steps in all
+  (vectorised over batch, heads and both grid dimensions), instead of T * H * W cells;
+  the read-out is one batched product over every cell afterwards.
+* :func:`plstm_2d_reference`: the oracle, loops over frames, rows and columns following
+  the equations above one cell at a time.
 
 Not implemented from the paper: its hierarchical (log-depth) algorithm, transition
 matrices larger than scalars per head, the other three orientations, and states on the
@@ -82,41 +88,40 @@ def _check(
             raise TypeError(f"{name}: expected a tensor, got {type(t).__name__}")
         if not t.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
-    if q.dim() != 5 or min(q.shape) < 1:
+    if q.dim() != 6 or min(q.shape) < 1:
         raise ValueError(
-            f"q: expected (batch, heads, height, width, d_key) with every size >= 1, "
+            "q: expected (batch, heads, frames, height, width, d_key) with every size >= 1, "
             f"got shape {fmt_shape(q.shape)}"
         )
-    B, N, H, W, K = q.shape
-    if tuple(k.shape) != (B, N, H, W, K):
+    B, N, T, H, W, K = q.shape
+    cells = (B, N, T, H, W)
+    if tuple(k.shape) != tuple(q.shape):
         raise ValueError(
             f"k: expected the shape of q, {fmt_shape(q.shape)}, got {fmt_shape(k.shape)}"
         )
-    if v.dim() != 5 or tuple(v.shape[:4]) != (B, N, H, W) or v.shape[4] < 1:
+    if v.dim() != 6 or tuple(v.shape[:5]) != cells or v.shape[5] < 1:
         raise ValueError(
-            f"v: expected ({B}, {N}, {H}, {W}, d_value), got shape {fmt_shape(v.shape)}"
+            f"v: expected {fmt_shape(cells)[:-1]}, d_value), got shape {fmt_shape(v.shape)}"
         )
-    E = source.shape[-1] if source.dim() == 5 else -1
-    if source.dim() != 5 or tuple(source.shape[:4]) != (B, N, H, W) or E not in (2, 3):
+    E = source.shape[-1] if source.dim() == 6 else -1
+    if source.dim() != 6 or tuple(source.shape[:5]) != cells or E not in (2, 3):
         raise ValueError(
-            f"source: expected ({B}, {N}, {H}, {W}, E) with E = 2 edges (right, down) or 3 "
-            f"(right, down, time), got shape {fmt_shape(source.shape)}"
+            f"source: expected {fmt_shape(cells)[:-1]}, E) with E = 2 edges (right, down) "
+            f"or 3 (right, down, time), got shape {fmt_shape(source.shape)}"
         )
-    if tuple(transition.shape) != (B, N, H, W, E, E):
+    if tuple(transition.shape) != (*cells, E, E):
         raise ValueError(
-            f"transition: expected {fmt_shape((B, N, H, W, E, E))} (outgoing edge, incoming "
+            f"transition: expected {fmt_shape((*cells, E, E))} (outgoing edge, incoming "
             f"edge) for E = {E} edges, got {fmt_shape(transition.shape)}"
         )
-    if tuple(mark.shape) != (B, N, H, W, E):
+    if tuple(mark.shape) != (*cells, E):
         raise ValueError(
-            f"mark: expected {fmt_shape((B, N, H, W, E))} (one per incoming edge), "
+            f"mark: expected {fmt_shape((*cells, E))} (one per incoming edge), "
             f"got {fmt_shape(mark.shape)}"
         )
-    if tuple(direct.shape) != (B, N, H, W):
-        raise ValueError(
-            f"direct: expected {fmt_shape((B, N, H, W))}, got {fmt_shape(direct.shape)}"
-        )
-    V = v.shape[4]
+    if tuple(direct.shape) != cells:
+        raise ValueError(f"direct: expected {fmt_shape(cells)}, got {fmt_shape(direct.shape)}")
+    V = v.shape[5]
     if state is not None:
         if E != 3:
             raise ValueError(
@@ -127,7 +132,7 @@ def _check(
             got = fmt_shape(state.shape) if isinstance(state, Tensor) else type(state).__name__
             raise ValueError(
                 f"state: expected {fmt_shape((B, N, H, W, K, V))} (a d_key x d_value matrix "
-                f"per head and cell), got {got}"
+                f"per head and pixel), got {got}"
             )
     return E
 
@@ -143,88 +148,82 @@ def plstm_2d(
     direct: Tensor,
     state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """The 2-D pLSTM (arXiv 2506.11997) over a grid, one anti-diagonal at a time.
+    """The 2-D pLSTM (arXiv 2506.11997) over frames of grids, by a wavefront over the
+    planes t + i + j (module docstring).
 
     Args:
-        q, k: ``(batch, heads, height, width, d_key)``.
-        v: ``(batch, heads, height, width, d_value)``.
-        source: ``(batch, heads, height, width, E)``: S for the outgoing edges
-            (right, down) with E = 2, (right, down, time) with E = 3.
-        transition: ``(batch, heads, height, width, E, E)``: T[..., o, e] passes the
-            incoming edge e (left, top[, time]) to the outgoing edge o.
-        mark: ``(batch, heads, height, width, E)``: M for the incoming edges.
-        direct: ``(batch, heads, height, width)``: D, the weight of the cell's own
-            ``(q . k) v``.
-        state: E = 3 only: ``(batch, heads, height, width, d_key, d_value)``, every
-            cell's incoming time-edge state Z (None: zeros).
+        q, k: ``(batch, heads, frames, height, width, d_key)``.
+        v: ``(batch, heads, frames, height, width, d_value)``.
+        source: ``(batch, heads, frames, height, width, E)``: S of the outgoing edges,
+            (right, down) with E = 2 (the paper's grid; frames are independent) or
+            (right, down, time) with E = 3 (rnnx's time edge links the frames).
+        transition: ``(batch, heads, frames, height, width, E, E)``: T[..., o, e] passes
+            the incoming edge e (left, top[, time]) to the outgoing edge o.
+        mark: ``(batch, heads, frames, height, width, E)``: M of the incoming edges.
+        direct: ``(batch, heads, frames, height, width)``: D, the weight of the cell's
+            own ``(q . k) v``.
+        state: E = 3 only: ``(batch, heads, height, width, d_key, d_value)``, the time
+            edge into the first frame, per pixel (None: zeros).
 
     Returns:
-        ``(y, state)``: y ``(batch, heads, height, width, d_value)``; with E = 3 the
-        outgoing time-edge states Z' (shape of ``state``), else None.
+        ``(y, state)``: y ``(batch, heads, frames, height, width, d_value)``; with E = 3
+        the time edge out of the last frame (the shape of ``state``), else None.
     """
     E = _check(q, k, v, source, transition, mark, direct, state)
-    B, N, H, W, K = q.shape
+    B, N, T, H, W, K = q.shape
     V = v.shape[-1]
-    D = H + W - 1
-    kv = k.unsqueeze(-1) * v.unsqueeze(-2)  # (B, N, H, W, K, V)
-    # What a cell adds to its right and down edges besides its neighbours' states.
-    add_r = source[..., 0, None, None] * kv
-    add_d = source[..., 1, None, None] * kv
-    if state is not None:
-        add_r = add_r + transition[..., 0, 2, None, None] * state
-        add_d = add_d + transition[..., 1, 2, None, None] * state
+    if E == 2:  # no time edge: every frame its own grid (zero weights on the time edge)
+        source = torch.nn.functional.pad(source, (0, 1))
+        transition = torch.nn.functional.pad(transition, (0, 1, 0, 1))
+        mark = torch.nn.functional.pad(mark, (0, 1))
+    # Frame 0 of the wavefront is a virtual one whose cells only send the initial state
+    # on their time edges; frames 1..T are the input's.
+    kv = k.unsqueeze(-1) * v.unsqueeze(-2)  # (B, N, T, H, W, K, V)
+    z0 = q.new_zeros(B, N, H, W, K, V) if state is None else state
+    start = torch.stack([torch.zeros_like(z0), torch.zeros_like(z0), z0], -3).unsqueeze(2)
+    add_cells = torch.cat([start, source[..., None, None] * kv.unsqueeze(-3)], 2)
+    mix_cells = torch.cat([transition.new_zeros(B, N, 1, H, W, 3, 3), transition], 2)
+    F = T + 1  # frames of the wavefront
+    P = F + H + W - 2  # the last plane: the time edge out of the last frame comes in there
 
-    # Skew: cell (i, j) -> (diagonal i + j, row i). Slots with j outside [0, W) get zero
-    # gates and inputs, so their states stay zero: the zero states beside the borders.
+    # Plane layout: plane p holds, at pixel (i, j), the cell (p - i - j, i, j); outside
+    # frames [0, F) its gates and inputs are zero, so its states stay zero.
     dev = q.device
-    rows = torch.arange(H, device=dev)
-    diag = torch.arange(D, device=dev)
-    cols = diag.view(D, 1) - rows.view(1, H)  # (D, H)
-    inside = (cols >= 0) & (cols < W)
-    cols = cols.clamp(0, W - 1)
-    ri = rows.view(1, H).expand(D, H)
+    ii = torch.arange(H, device=dev).view(1, H, 1)
+    jj = torch.arange(W, device=dev).view(1, 1, W)
+    frame = torch.arange(P + 1, device=dev).view(-1, 1, 1) - ii - jj  # (P+1, H, W)
+    inside = (frame >= 0) & (frame < F)
+    frame_c = frame.clamp(0, F - 1)
+    ii, jj = ii.expand_as(frame), jj.expand_as(frame)
 
-    def skew(t: Tensor) -> Tensor:  # (B, N, H, W, ...) -> (B, N, D, H, ...), zero outside
-        s = t[:, :, ri, cols]
-        return s * inside.view(D, H, *([1] * (s.dim() - 4))).to(s.dtype)
+    def to_planes(t: Tensor) -> Tensor:  # (B, N, F, H, W, ...) -> (B, N, P+1, H, W, ...)
+        x = t[:, :, frame_c, ii, jj]
+        return x * inside.view(*inside.shape, *([1] * (x.dim() - 5))).to(x.dtype)
 
-    a_r, a_d = skew(add_r), skew(add_d)
-    t2 = skew(transition[..., :2, :2])  # (B, N, D, H, 2, 2)
-    t_rl, t_ru, t_dl, t_du = (t2[..., o, e, None, None] for o in (0, 1) for e in (0, 1))
+    adds = to_planes(add_cells).unbind(2)  # (B, N, H, W, 3, K, V) per plane
+    mixes = to_planes(mix_cells).unbind(2)  # (B, N, H, W, 3, 3) per plane
 
-    c_r = q.new_zeros(B, N, H, K, V)  # the right- and down-edge states of diagonal d - 1
-    c_d = q.new_zeros(B, N, H, K, V)
-    zero_row = q.new_zeros(B, N, 1, K, V)
-    lefts, tops = [], []
-    for d in range(D):
-        left = c_r  # C^r of (i, d-1-i): same row, previous diagonal
-        top = torch.cat([zero_row, c_d[:, :, :-1]], 2)  # C^d of (i-1, d-i): the row above
-        lefts.append(left)
-        tops.append(top)
-        c_r = t_rl[:, :, d] * left + t_ru[:, :, d] * top + a_r[:, :, d]
-        c_d = t_dl[:, :, d] * left + t_du[:, :, d] * top + a_d[:, :, d]
+    out = q.new_zeros(B, N, H, W, 3, K, V)  # the outgoing states of the previous plane
+    zero_col = q.new_zeros(B, N, H, 1, K, V)
+    zero_row = q.new_zeros(B, N, 1, W, K, V)
+    incoming = []
+    for p in range(P + 1):
+        left = torch.cat([zero_col, out[:, :, :, :-1, 0]], 3)  # C^r of (t, i, j-1)
+        top = torch.cat([zero_row, out[:, :, :-1, :, 1]], 2)  # C^d of (t, i-1, j)
+        time = out[:, :, :, :, 2]  # C^tau of (t-1, i, j): same pixel, previous plane
+        inc = torch.stack([left, top, time], 4)  # (B, N, H, W, 3, K, V)
+        incoming.append(inc)
+        if p < P:
+            out = torch.einsum("bnhwoe,bnhwekv->bnhwokv", mixes[p], inc) + adds[p]
 
-    # Unskew the incoming states: (i, j) <- (diagonal i + j, row i).
-    di = (rows.view(H, 1) + torch.arange(W, device=dev).view(1, W)).expand(H, W)
-    rj = rows.view(H, 1).expand(H, W)
-    c_left = torch.stack(lefts, 2)[:, :, di, rj]  # (B, N, H, W, K, V)
-    c_top = torch.stack(tops, 2)[:, :, di, rj]
-
-    read = mark[..., 0, None, None] * c_left + mark[..., 1, None, None] * c_top
-    if state is not None:
-        read = read + mark[..., 2, None, None] * state
-    y = torch.einsum("bnhwk,bnhwkv->bnhwv", q, read)
+    # Back to cells: (t, i, j) <- plane t + i + j, pixel (i, j); frames 1..F.
+    all_in = torch.stack(incoming, 2)  # (B, N, P+1, H, W, 3, K, V)
+    ti = torch.arange(1, F + 1, device=dev).view(-1, 1, 1)
+    i3, j3 = ii[:F], jj[:F]
+    cells_in = all_in[:, :, ti + i3 + j3, i3, j3]  # (B, N, T+1, H, W, 3, K, V)
+    y = torch.einsum("bnthwk,bnthwe,bnthwekv->bnthwv", q, mark, cells_in[:, :, :T])
     y = y + (direct * (q * k).sum(-1)).unsqueeze(-1) * v
-    if E == 2:
-        return y, None
-    out = (
-        transition[..., 2, 0, None, None] * c_left
-        + transition[..., 2, 1, None, None] * c_top
-        + source[..., 2, None, None] * kv
-    )
-    if state is not None:
-        out = out + transition[..., 2, 2, None, None] * state
-    return y, out
+    return y, (cells_in[:, :, T, :, :, 2] if E == 3 else None)
 
 
 @fp32_under_autocast
@@ -238,38 +237,46 @@ def plstm_2d_reference(
     direct: Tensor,
     state: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
-    """:func:`plstm_2d` one cell at a time, in row-major order (the oracle): the
-    equations of the module docstring as written. Same arguments and results."""
+    """:func:`plstm_2d` one cell at a time, frame after frame, each frame in row-major
+    order (the oracle): the equations of the module docstring as written. Same
+    arguments and results."""
     E = _check(q, k, v, source, transition, mark, direct, state)
-    B, N, H, W, K = q.shape
+    B, N, T, H, W, K = q.shape
     V = v.shape[-1]
     zero = q.new_zeros(B, N, K, V)
-    right: dict[tuple[int, int], Tensor] = {}
-    down: dict[tuple[int, int], Tensor] = {}
-    y_rows, z_rows = [], []
-    for i in range(H):
-        y_row, z_row = [], []
-        for j in range(W):
-            incoming = [right.get((i, j - 1), zero), down.get((i - 1, j), zero)]
-            if E == 3:
-                incoming.append(state[:, :, i, j] if state is not None else zero)
-            qq, kk, vv = q[:, :, i, j], k[:, :, i, j], v[:, :, i, j]
-            kv = torch.einsum("bnk,bnv->bnkv", kk, vv)
-            outgoing = []
-            for o in range(E):
-                c = source[:, :, i, j, o, None, None] * kv
-                for e in range(E):
-                    c = c + transition[:, :, i, j, o, e, None, None] * incoming[e]
-                outgoing.append(c)
-            right[i, j], down[i, j] = outgoing[0], outgoing[1]
-            read = sum(mark[:, :, i, j, e, None, None] * incoming[e] for e in range(E))
-            y = torch.einsum("bnk,bnkv->bnv", qq, read)
-            y = y + direct[:, :, i, j, None] * (qq * kk).sum(-1, keepdim=True) * vv
-            y_row.append(y)
-            if E == 3:
-                z_row.append(outgoing[2])
-        y_rows.append(torch.stack(y_row, 2))
-        if E == 3:
-            z_rows.append(torch.stack(z_row, 2))
-    y_all = torch.stack(y_rows, 2)
-    return y_all, (torch.stack(z_rows, 2) if E == 3 else None)
+    carried = [[zero if state is None else state[:, :, i, j] for j in range(W)] for i in range(H)]
+    frames = []
+    for t in range(T):
+        right: dict[tuple[int, int], Tensor] = {}
+        down: dict[tuple[int, int], Tensor] = {}
+        rows = []
+        for i in range(H):
+            row = []
+            for j in range(W):
+                incoming = [right.get((i, j - 1), zero), down.get((i - 1, j), zero)]
+                if E == 3:
+                    incoming.append(carried[i][j])
+                c = (t, i, j)
+                kv = torch.einsum("bnk,bnv->bnkv", k[:, :, t, i, j], v[:, :, t, i, j])
+                outgoing = []
+                for o in range(E):
+                    s = source[(slice(None), slice(None), *c, o)].view(B, N, 1, 1) * kv
+                    for e in range(E):
+                        w = transition[(slice(None), slice(None), *c, o, e)].view(B, N, 1, 1)
+                        s = s + w * incoming[e]
+                    outgoing.append(s)
+                right[i, j], down[i, j] = outgoing[0], outgoing[1]
+                if E == 3:
+                    carried[i][j] = outgoing[2]
+                read = sum(mark[:, :, t, i, j, e, None, None] * incoming[e] for e in range(E))
+                qq, kk, vv = q[:, :, t, i, j], k[:, :, t, i, j], v[:, :, t, i, j]
+                y = torch.einsum("bnk,bnkv->bnv", qq, read)
+                y = y + direct[:, :, t, i, j, None] * (qq * kk).sum(-1, keepdim=True) * vv
+                row.append(y)
+            rows.append(torch.stack(row, 2))
+        frames.append(torch.stack(rows, 2))
+    y_all = torch.stack(frames, 2)
+    if E == 2:
+        return y_all, None
+    final = torch.stack([torch.stack(row, 2) for row in carried], 2)
+    return y_all, final

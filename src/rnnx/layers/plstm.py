@@ -41,6 +41,7 @@ Modes (both loop over frames; they differ inside a frame):
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -116,8 +117,7 @@ class PLSTM2D(SpatialLayer):
         with torch.no_grad():
             bias = self.gates.bias.view(N, _N_GATES)
             bias.zero_()
-            rho = float(torch.logit(torch.tensor(float(retention))))
-            bias[:, 12:15] = rho
+            bias[:, 12:15] = math.log(retention / (1.0 - retention))  # σ^{-1}(retention)
         self.output = nn.Linear(N * dh, d_model)
 
     @classmethod

@@ -21,22 +21,30 @@ paper computes its gates from the input the same way):
     S^o = σ(s_o),   M^e = σ(m_e),   D = σ(δ)                  o, e in {r, d, τ} / {l, u, τ}
     T[:, e] = σ(ρ_e) · softmax_o(t_{·e})                       one column per incoming edge
 
-Stabilisation. The paper shows that on a grid a state can grow along the combinatorially
-many paths between two cells unless every column of the transition matrix (how one
-incoming state is passed on) has an absolute sum <= 1; its P-mode splits each incoming
-state between the outgoing edges with weights that sum to one. Here each column is a
-softmax over the three outgoing edges (a split, as in P-mode, now including the next
-frame) scaled by a retention σ(ρ_e) < 1, so the total weight an incoming state passes on
-is below one: no path sum can grow, over space or time, and states decay at a learned
-rate. The paper's D-mode, matrix-valued transitions, the four orientations and its
-hierarchical algorithm are not implemented (docs/plstm.md).
+Stabilisation. On a grid the number of paths between two cells grows combinatorially,
+so products of transitions summed over all paths can explode (the long-distance
+exploding/vanishing problem the paper addresses); its P-mode splits each incoming state
+between the outgoing edges with weights that sum to one. Here each column of the
+transition matrix (how one incoming state is passed on) is a softmax over the three
+outgoing edges (a split, as in P-mode, now including the next frame) scaled by a
+retention σ(ρ_e) < 1, so the total weight an incoming state passes on is below one: no
+path sum can grow, over space or time, and states decay at a learned rate (where σ
+saturates to 1.0 in floating point, a column conserves what it receives: growth is then
+at most linear in the number of frames, never exponential). The paper's D-mode,
+matrix-valued transitions, its four orientations and its hierarchical algorithm are not
+implemented (docs/plstm.md).
 
-Modes (both loop over frames; they differ inside a frame):
+Modes (one op call over all frames; both compute the same function):
 
-* ``"wavefront"`` (default): :func:`rnnx.ops.plstm.plstm_2d`, every anti-diagonal of
-  the frame at once, H + W - 1 vectorised steps per frame;
-* ``"recurrent"``: :func:`rnnx.ops.plstm.plstm_2d_reference`, one cell after the other
-  (the reference).
+* ``"wavefront"`` (default): :func:`rnnx.ops.plstm.plstm_2d`, the planes t + i + j of
+  the video one after the other, every cell of a plane at once: T + H + W - 1 vectorised
+  steps for T frames of H x W;
+* ``"recurrent"``: :func:`rnnx.ops.plstm.plstm_2d_reference`, one cell after the other,
+  frame by frame (the reference).
+
+``lengths``: a padded frame passes the time edge through unchanged (its T^{ττ} is set to
+1, the rest of that row and its time source to 0), so the state returned for sequence b
+is the one after ``lengths[b]`` frames.
 """
 
 from __future__ import annotations
@@ -75,8 +83,8 @@ class PLSTM2D(SpatialLayer):
         d_head: key and value size per head (default ``max(1, d_model // n_heads)``).
         retention: initial retention σ(ρ) of every incoming edge, in (0, 1) (default
             0.9): the share of an incoming state passed on at the start of training.
-        mode: ``"wavefront"`` (default; anti-diagonals in parallel) or ``"recurrent"``
-            (cell by cell, the reference).
+        mode: ``"wavefront"`` (default; the cells of each plane t + i + j at once) or
+            ``"recurrent"`` (cell by cell, the reference).
 
     Shapes: x and y ``(batch, time, d_model, height, width)``. State
     ``(batch, n_heads, d_head, d_head, height, width)`` (one key x value matrix per head

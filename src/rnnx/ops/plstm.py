@@ -30,11 +30,14 @@ gates:
 and the returned state is the time edge out of the last frame, ``C^τ_{T-1}``.
 
 Stabilisation is the caller's: the ops compute the recurrence for whatever gates they
-are given. The paper's condition for long-range stability on a grid is that a state must
-not grow along the combinatorially many paths between two cells, which holds when every
-*column* of the transition matrix (the weights with which one incoming state is passed
-to the outgoing edges) has an absolute sum <= 1; :class:`rnnx.layers.PLSTM2D` builds its
-transitions that way (docs/plstm.md).
+are given. On a grid the number of paths between two cells grows combinatorially (with
+unit transitions the state reaching (i, j) from the corner is binomial(i + j, i)), so
+the transitions must not pass on more than they receive: if every *column* of the
+transition matrix (the weights with which one incoming state is passed to the outgoing
+edges) sums in absolute value to at most λ, the states crossing any plane t + i + j
+sum (in norm) to at most λ times those crossing the plane before plus the sources. The
+paper's P-mode uses columns that sum to one; :class:`rnnx.layers.PLSTM2D` uses a
+softmax split scaled by a retention below one (docs/plstm.md).
 
 Two programs compute the same function:
 

@@ -34,6 +34,8 @@ MODES: dict[str, str] = {
     "time, a recurrence of the state across chunks",
     "conv": "a convolution with the layer's kernel (time-invariant systems)",
     "newton": "a parallel Newton solve of a nonlinear recurrence, one scan per iteration",
+    "wavefront": "a recurrence over a grid (of frames) solved one anti-diagonal (plane "
+    "t + i + j) after the other, every cell of it at once",
 }
 
 #: Backends: implementations (``"triton"`` and ``"cuda"`` are reserved for GPU kernels).

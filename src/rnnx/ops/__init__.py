@@ -47,6 +47,7 @@ from rnnx.ops.newton import (
     newton_solve,
     sequential_solve,
 )
+from rnnx.ops.plstm import plstm_2d, plstm_2d_reference
 from rnnx.ops.rnn import rnn_sequence, rnn_sequence_reference
 from rnnx.ops.scan import scan, scan_reference
 from rnnx.ops.short_conv import causal_conv1d, causal_conv1d_reference
@@ -80,6 +81,8 @@ __all__ = [
     "linear_attention_reference",
     "matrix_power_apply",
     "newton_solve",
+    "plstm_2d",
+    "plstm_2d_reference",
     "retention",
     "retention_reference",
     "rnn_sequence",

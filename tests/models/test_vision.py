@@ -196,6 +196,24 @@ def test_recipe_turns_the_patch_scan_on_for_images_only():
     assert seq["patch_scan"][0] is False and "patch_size" not in seq
 
 
+def test_recipe_fills_the_patch_scan_from_the_task_info():
+    pytest.importorskip("sklearn")
+    from rnnx.data import get_task
+    from rnnx.train import recipe
+    from rnnx.train.config import resolve
+
+    cfg, derived = recipe.apply(
+        resolve({"task": {"name": "digits_image"}}), get_task("digits_image")
+    )
+    assert (cfg.model.patch_scan, cfg.model.patch_size, cfg.model.bidirectional) == (True, 1, False)
+    assert derived["data"]["image_shape"] == (1, 8, 8)
+    assert "64 patches" in derived["model"]["patch_size"]["why"]
+    # a user's choice is kept
+    user = resolve({"task": {"name": "digits_image"}, "model": {"patch_size": 2}})
+    cfg, derived = recipe.apply(user, get_task("digits_image"))
+    assert cfg.model.patch_size == 2 and "patch_size" not in derived["model"]
+
+
 def test_cli_trains_and_evaluates_a_patch_scan(tmp_path, capsys):
     pytest.importorskip("lightning")
     pytest.importorskip("sklearn")
@@ -224,3 +242,19 @@ def test_cli_trains_and_evaluates_a_patch_scan(tmp_path, capsys):
     # the saved model refuses sequences
     assert main(["eval", str(out), "--task", "digits"]) != 0
     assert "the model reads images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shared", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_compiles_without_graph_breaks(shared):
+    # aot_eager, as the layers' compile tests: the graph and its autograd, not codegen
+    torch.manual_seed(0)
+    block = _block("gla", shared=shared, merge="linear").float()
+    x = torch.randn(2, 6, 8, requires_grad=True)
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    y, _ = compiled(x)
+    y_ref, _ = block(x)
+    assert_close(y, y_ref, rtol=1e-5, what="output")
+    g = torch.randn_like(y)
+    params = [x, *block.parameters()]
+    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_ref, params, g)):
+        assert_close(a, b, rtol=1e-5, what="gradient")

@@ -184,6 +184,11 @@ class PatchScanBlock(Block):
     """A :class:`~rnnx.models.backbone.Block` whose mixer reads the patch grid in several
     scan orders and merges them (module docstring). ``(B, h*w, D) -> (B, h*w, D)``."""
 
+    perm: Tensor
+    """``(K, N)``: ``perm[k, t]`` is the patch read at step ``t`` of order ``k``."""
+    inv: Tensor
+    """``(K, N)``: the inverse permutations, ``perm[k, inv[k, i]] == i``."""
+
     def __init__(self, cfg: BackboneConfig, scan: PatchScanConfig) -> None:
         if layers.get(cfg.layer).kind != "sequence":
             raise ValueError(
@@ -335,7 +340,7 @@ def patch_scan_config(value: PatchScanConfig | dict[str, Any]) -> PatchScanConfi
     if isinstance(value, PatchScanConfig):
         return replace(value)
     return PatchScanConfig(
-        image_shape=tuple(value["image_shape"]),  # type: ignore[arg-type]
+        image_shape=tuple(value["image_shape"]),
         patch_size=int(value["patch_size"]),
         orders=tuple(value["orders"]),
         merge=str(value["merge"]),

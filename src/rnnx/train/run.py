@@ -226,7 +226,11 @@ def patch_scan_of(cfg: RunConfig, task):
         )
     if image is None:
         return None
-    return cfg.model.patch_scan_config(tuple(int(v) for v in image))
+    from rnnx.train.recipe import image_shape
+
+    shape = image_shape(image)
+    assert shape is not None  # image is not None here
+    return cfg.model.patch_scan_config(shape)
 
 
 def forecasting_head(cfg: RunConfig, task) -> dict[str, Any]:

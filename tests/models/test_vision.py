@@ -206,7 +206,7 @@ def test_recipe_fills_the_patch_scan_from_the_task_info():
         resolve({"task": {"name": "digits_image"}}), get_task("digits_image")
     )
     assert (cfg.model.patch_scan, cfg.model.patch_size, cfg.model.bidirectional) == (True, 1, False)
-    assert derived["data"]["image_shape"] == (1, 8, 8)
+    assert derived["data"]["image_shape"] == (1, 8, 8) and derived["data"]["length"] == 64
     assert "64 patches" in derived["model"]["patch_size"]["why"]
     # a user's choice is kept
     user = resolve({"task": {"name": "digits_image"}, "model": {"patch_size": 2}})

@@ -54,7 +54,7 @@ class DataStats:
     n_train: int
     """Training sequences (windows, for language modelling and forecasting)."""
     length: int
-    """Steps per sequence (the padded length)."""
+    """Steps per sequence (the padded length); pixels per image for image tasks."""
     n_classes: int
     """Classes (classification, tagging), vocabulary (lm), else 0."""
     d_output: int
@@ -70,6 +70,9 @@ class DataStats:
     @classmethod
     def of(cls, task) -> DataStats:
         n, length = len(task.train), int(task.train.x.shape[1])
+        image = image_shape(task.info.get("image_shape"))
+        if image is not None:
+            length = image[1] * image[2]
         return cls(
             kind=task.kind,
             n_train=n,
@@ -78,7 +81,7 @@ class DataStats:
             d_output=int(task.d_output or 0),
             tokens=n * length,
             target_channel=task.info.get("target_channel"),
-            image_shape=image_shape(task.info.get("image_shape")),
+            image_shape=image,
         )
 
 

@@ -5,7 +5,9 @@ digits test set, 1,797 images, 16 grey levels; CC BY 4.0), shipped inside
 scikit-learn, so nothing is downloaded. There is no official split: a stratified 25%
 test split with seed 0 (1-NN on the flattened images scores 0.982 on it, the reference
 in ``docs/``), and 10% of the rest for validation. Pixels are scaled to [0, 1] and read
-row by row, one pixel per step (L = 64, d_input = 1).
+row by row, one pixel per step (L = 64, d_input = 1); ``digits_image`` gives the
+same splits as images ``(N, 1, 8, 8)`` for the patch-scan backbones
+(:mod:`rnnx.models.vision`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch
 
 from rnnx.data.base import (
     SequenceDataset,
+    Split,
     TaskData,
     register_task,
     require_package,
@@ -53,4 +56,28 @@ def digits(seed: int = 0, val_fraction: float = 0.1, rows: bool = False) -> Task
             "split": "stratified 25% test (seed 0), 10% of train for validation",
             "reference": {"1-NN (flattened pixels)": 0.982},
         },
+    )
+
+
+@register_task(
+    "digits_image",
+    description="scikit-learn's 8x8 digits as images (1 x 8 x 8) for the patch-scan backbones",
+)
+def digits_image(seed: int = 0, val_fraction: float = 0.1) -> TaskData:
+    """The splits of :func:`digits` as images ``(N, 1, 8, 8)``, ``info["image_shape"]``
+    ``= [1, 8, 8]``."""
+    seq = digits(seed, val_fraction)
+
+    def image(split: Split) -> SequenceDataset:
+        return SequenceDataset(split.x.reshape(len(split.x), 1, 8, 8), split.y)
+
+    return TaskData(
+        name="digits_image",
+        kind="classification",
+        train=image(seq.train),
+        val=image(seq.val),
+        test=image(seq.test),
+        d_input=1,
+        n_classes=10,
+        info={**seq.info, "image_shape": [1, 8, 8]},
     )

@@ -15,7 +15,10 @@ Layouts: ``fashion_mnist`` reads pixels one per step (L = 784, d_input = 1; the
 "sequential MNIST" protocol of the LSSL/S4 papers, on Fashion-MNIST because no
 package ships MNIST); ``fashion_mnist_rows`` reads one row per step (L = 28,
 d_input = 28); ``fashion_mnist_perm`` applies one fixed permutation of the 784 pixels
-(``torch.randperm(784)`` with a generator seeded 0), the "permuted MNIST" protocol.
+(``torch.randperm(784)`` with a generator seeded 0), the "permuted MNIST" protocol;
+``fashion_mnist_image`` gives the images themselves, ``(N, 1, 28, 28)``, with
+``info["image_shape"] = [1, 28, 28]``, for the patch-scan backbones
+(:mod:`rnnx.models.vision`).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def _fashion(name: str, layout: str, seed: int, n_train: int | None, n_val: int)
         t = torch.from_numpy(x.astype(np.float32) / 255.0)
         if layout == "rows":
             return t  # (N, 28, 28)
+        if layout == "image":
+            return t.unsqueeze(1)  # (N, 1, 28, 28)
         t = t.reshape(len(t), 784)
         if layout == "perm":
             t = t[:, permutation()]
@@ -91,7 +96,8 @@ def _fashion(name: str, layout: str, seed: int, n_train: int | None, n_val: int)
             + (f"; training subset of {n_train} (stratified, seed 0)" if n_train else ""),
             "normalisation": "pixels / 255",
             "layout": layout,
-            "reference": REFERENCE if layout == "rows" else {},
+            "reference": REFERENCE if layout in ("rows", "image") else {},
+            **({"image_shape": [1, 28, 28]} if layout == "image" else {}),
         },
     )
 
@@ -124,3 +130,15 @@ def fashion_mnist_rows(seed: int = 0, *, n_train: int | None = None, n_val: int 
 def fashion_mnist_perm(seed: int = 0, *, n_train: int | None = None, n_val: int = 5000) -> TaskData:
     """Permuted pixel-wise Fashion-MNIST (fixed permutation, :func:`permutation`)."""
     return _fashion("fashion_mnist_perm", "perm", seed, n_train, n_val)
+
+
+@register_task(
+    "fashion_mnist_image",
+    description="Fashion-MNIST images (1 x 28 x 28) for the patch-scan backbones",
+    sources=("fashion-mnist",),
+)
+def fashion_mnist_image(
+    seed: int = 0, *, n_train: int | None = None, n_val: int = 5000
+) -> TaskData:
+    """Fashion-MNIST as images ``(N, 1, 28, 28)`` (same split as the sequence layouts)."""
+    return _fashion("fashion_mnist_image", "image", seed, n_train, n_val)

@@ -8,13 +8,25 @@ from rnnx.models.heads import (
     StepClassifier,
     build_model,
 )
+from rnnx.models.vision import (
+    ImageClassifier,
+    PatchEmbed,
+    PatchScanBackbone,
+    PatchScanBlock,
+    PatchScanConfig,
+)
 
 __all__ = [
     "GLU",
     "Backbone",
     "BackboneConfig",
     "Block",
+    "ImageClassifier",
     "LanguageModel",
+    "PatchEmbed",
+    "PatchScanBackbone",
+    "PatchScanBlock",
+    "PatchScanConfig",
     "SequenceClassifier",
     "SequenceRegressor",
     "StepClassifier",

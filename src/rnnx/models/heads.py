@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from rnnx._checks import require_choice, require_positive_int
 from rnnx.models.backbone import Backbone, BackboneConfig, pool
+from rnnx.models.vision import ImageClassifier, PatchScanConfig, patch_scan_config
 
 
 class SequenceClassifier(nn.Module):
@@ -253,9 +254,18 @@ def build_model(
     pooling: str = "mean",
     instance_norm: int | list[int] | None = None,
     linear_skip: tuple[int | list[int], int] | None = None,
+    patch_scan: PatchScanConfig | dict | None = None,
 ) -> nn.Module:
     """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone
-    (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`)."""
+    (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`;
+    ``patch_scan``: images, classification only, see
+    :class:`~rnnx.models.vision.ImageClassifier`)."""
+    if patch_scan is not None:
+        if kind != "classification":
+            raise ValueError(
+                f"patch_scan: only image classification reads patch scans, not {kind!r}"
+            )
+        return ImageClassifier(config, patch_scan_config(patch_scan), n_classes)
     if (instance_norm is not None or linear_skip is not None) and kind != "regression":
         raise ValueError(
             f"instance_norm, linear_skip: only regression heads take them, not {kind!r}"

@@ -39,6 +39,7 @@ from typing import Any
 
 from rnnx._names import did_you_mean
 from rnnx.models import BackboneConfig
+from rnnx.models.vision import MERGES, PatchScanConfig, parse_orders
 
 
 @dataclass
@@ -88,6 +89,38 @@ class ModelConfig:
     each sequence is reversed) and add the two outputs, as LSSL/S4 do for
     classification: the backbone is then non-causal (no state passing, no ``step``).
     None: the recipe's (on for sequence classification, off otherwise)."""
+    patch_scan: bool | None = None
+    """Image tasks (``info["image_shape"]``): cut each image into patches and read the
+    patch grid with the layer in several scan orders, merged (:mod:`rnnx.models.vision`,
+    ViG/VMamba style; non-causal, replaces ``bidirectional``). None: the recipe's (on
+    for tasks that give images, off otherwise)."""
+    patch_size: int | None = None
+    """Side of the square patches of a patch scan, a divisor of the images' height and
+    width (None: the recipe's, the smallest that gives at most 64 patches)."""
+    scan_orders: str = "row,row_rev,col,col_rev"
+    """Scan orders of a patch scan, comma-separated: ``row``, ``col``, ``zigzag``,
+    ``zigzag_col``, each also reversed with ``_rev`` (docs/vision.md)."""
+    scan_merge: str = "mean"
+    """How a patch scan merges its orders: ``"mean"``, or ``"linear"`` (a learned map of
+    their concatenation, starting as the mean)."""
+    scan_shared: bool = True
+    """Patch scan: one layer reads every order (run as one batch), or, with false, one
+    layer per order."""
+
+    def patch_scan_config(self, image_shape: tuple[int, int, int]) -> PatchScanConfig:
+        """The patch scan of this config over images of ``(channels, height, width)``."""
+        if self.patch_size is None:
+            raise ValueError(
+                "model: patch_size not set; rnnx.train.recipe.apply fills it from the task's "
+                "image shape"
+            )
+        return PatchScanConfig(
+            image_shape=image_shape,
+            patch_size=self.patch_size,
+            orders=parse_orders(self.scan_orders),
+            merge=self.scan_merge,
+            shared=self.scan_shared,
+        )
 
     def backbone(self, *, d_input: int, vocab_size: int | None) -> BackboneConfig:
         unset = [k for k in ("d_model", "n_layers") if getattr(self, k) is None]
@@ -288,6 +321,8 @@ LIMITS: dict[tuple[str, str], Range | OneOf] = {
     ("model", "dropout"): Range(0, 1, hi_open=True),
     ("model", "norm"): OneOf(("layer", "rms")),
     ("model", "pooling"): OneOf(("mean", "last")),
+    ("model", "patch_size"): Range(1),
+    ("model", "scan_merge"): OneOf(MERGES),
     ("train", "epochs"): Range(1),
     ("train", "max_steps"): Range(1, also=(-1,)),
     ("train", "budget_minutes"): Range(0),
@@ -453,6 +488,17 @@ def validate(cfg: RunConfig) -> RunConfig:
             "layer_kwargs",
             f"layer {m.layer!r} takes no argument {k!r}{did_you_mean(k, taken)} "
             f"(it takes: {', '.join(taken) or 'no arguments besides d_model'})",
+        )
+    try:
+        parse_orders(m.scan_orders)
+    except ValueError as exc:
+        raise ConfigError("model", "scan_orders", str(exc).removeprefix("scan_orders: ")) from None
+    if m.patch_scan and m.bidirectional:
+        raise ConfigError(
+            "model",
+            "bidirectional",
+            "a patch scan reads its scan orders instead of a backward pass; add reversed "
+            "orders to scan_orders (e.g. row,row_rev) and drop bidirectional",
         )
     try:
         entry = task_entry(cfg.task.name)

@@ -23,6 +23,9 @@ The rules, in short:
   no decay, set by the layers), dropout that shrinks as the data grow.
 * **Non-causal reading** (bidirectional backbone) wherever the task sees the whole
   sequence before answering: sequence classification.
+* **Images** (a task whose ``info`` gives ``image_shape``) are read by a patch scan
+  (:mod:`rnnx.models.vision`): patches of the smallest size that gives at most 64 of
+  them, in the default scan orders (rows and columns, both directions).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class DataStats:
     n_train: int
     """Training sequences (windows, for language modelling and forecasting)."""
     length: int
-    """Steps per sequence (the padded length)."""
+    """Steps per sequence (the padded length); pixels per image for image tasks."""
     n_classes: int
     """Classes (classification, tagging), vocabulary (lm), else 0."""
     d_output: int
@@ -61,10 +64,15 @@ class DataStats:
     target_channel: int | list[int] | None = None
     """Forecasting: the input channel the targets continue, or one per target
     (``info["target_channel"]``)."""
+    image_shape: tuple[int, int, int] | None = None
+    """Image tasks: ``(channels, height, width)`` of the inputs (``info["image_shape"]``)."""
 
     @classmethod
     def of(cls, task) -> DataStats:
         n, length = len(task.train), int(task.train.x.shape[1])
+        image = image_shape(task.info.get("image_shape"))
+        if image is not None:
+            length = image[1] * image[2]
         return cls(
             kind=task.kind,
             n_train=n,
@@ -73,7 +81,30 @@ class DataStats:
             d_output=int(task.d_output or 0),
             tokens=n * length,
             target_channel=task.info.get("target_channel"),
+            image_shape=image,
         )
+
+
+def image_shape(value) -> tuple[int, int, int] | None:
+    """``info["image_shape"]`` as ``(channels, height, width)``, None when absent."""
+    if value is None:
+        return None
+    c, h, w = (int(v) for v in value)
+    return c, h, w
+
+
+#: A patch scan aims at a grid of at most this many patches (the recipe's patch size).
+MAX_PATCHES = 64
+
+
+def patch_size_for(height: int, width: int, max_patches: int = MAX_PATCHES) -> int:
+    """The smallest patch side dividing ``height`` and ``width`` that gives at most
+    ``max_patches`` patches (the largest common divisor if none does)."""
+    common = [p for p in range(1, min(height, width) + 1) if height % p == 0 and width % p == 0]
+    for p in common:
+        if (height // p) * (width // p) <= max_patches:
+            return p
+    return common[-1]
 
 
 def _pow2(x: float) -> int:
@@ -101,6 +132,18 @@ def recommend(stats: DataStats) -> dict[str, dict[str, tuple[Any, str]]]:
     else:
         model["bidirectional"] = (False, "per-step targets: a causal backbone")
         model["pooling"] = ("mean", "unused by per-step heads")
+    if stats.image_shape is not None:
+        _, height, width = stats.image_shape
+        p = patch_size_for(height, width)
+        model["patch_scan"] = (True, "the task gives images: patches read in several scan orders")
+        model["patch_size"] = (
+            p,
+            f"the smallest divisor of {height}x{width} giving at most {MAX_PATCHES} patches "
+            f"({(height // p) * (width // p)})",
+        )
+        model["bidirectional"] = (False, "a patch scan reads reversed orders instead")
+    else:
+        model["patch_scan"] = (False, "the task gives sequences")
     if stats.kind == "regression" and stats.target_channel is not None:
         model["instance_norm"] = (True, "forecasting: each window normalised by its own level")
         model["linear_skip"] = (True, "forecasting: a linear map of the window, DLinear's")

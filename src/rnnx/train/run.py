@@ -203,8 +203,34 @@ def build_model_for(cfg: RunConfig, task):
         n_classes=task.n_classes,
         d_output=task.d_output,
         pooling=cfg.model.pooling or "mean",
+        patch_scan=patch_scan_of(cfg, task),
         **forecasting_head(cfg, task),
     )
+
+
+def patch_scan_of(cfg: RunConfig, task):
+    """The :class:`~rnnx.models.vision.PatchScanConfig` of a run on an image task
+    (``task.info["image_shape"]``), None for a sequence task; one clear error when
+    ``model.patch_scan`` does not fit the task's data."""
+    image = task.info.get("image_shape")
+    if cfg.model.patch_scan and image is None:
+        raise ValueError(
+            f"patch_scan: {task.name} gives sequences, not images (its info has no "
+            "image_shape); a patch scan reads images: drop --patch-scan"
+        )
+    if image is not None and not cfg.model.patch_scan:
+        raise ValueError(
+            f"patch_scan: {task.name} gives images {tuple(image)}, which the sequence "
+            "backbones read through a patch scan: drop --no-patch-scan (or train on a "
+            "sequence layout of the same data)"
+        )
+    if image is None:
+        return None
+    from rnnx.train.recipe import image_shape
+
+    shape = image_shape(image)
+    assert shape is not None  # image is not None here
+    return cfg.model.patch_scan_config(shape)
 
 
 def forecasting_head(cfg: RunConfig, task) -> dict[str, Any]:
@@ -243,6 +269,7 @@ def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dic
             "d_output": task.d_output,
             "pooling": cfg.model.pooling or "mean",
             **forecasting_head(cfg, task),
+            "patch_scan": scan.to_dict() if (scan := patch_scan_of(cfg, task)) else None,
         },
         "task": {
             "name": task.name,
@@ -392,7 +419,15 @@ def train(
         say("inferred from the data: " + describe_inferred(inferred))
     say(
         f"recipe: d_model {cfg.model.d_model}, {cfg.model.n_layers} blocks"
-        f"{', bidirectional' if cfg.model.bidirectional else ''}, dropout {cfg.model.dropout:g}; "
+        f"{', bidirectional' if cfg.model.bidirectional else ''}"
+        + (
+            f", patch scan ({cfg.model.patch_size}x{cfg.model.patch_size} patches; orders "
+            f"{cfg.model.scan_orders}; merge {cfg.model.scan_merge}"
+            f"{'' if cfg.model.scan_shared else '; a layer per order'})"
+            if cfg.model.patch_scan
+            else ""
+        )
+        + f", dropout {cfg.model.dropout:g}; "
         f"{steps} steps of batch {t.batch_size}{minutes}, lr {t.lr:g}, weight decay "
         f"{t.weight_decay:g}; validate every {val_every} steps, select {t.select}"
         + (f", patience {t.patience}" if t.patience else "")
@@ -880,6 +915,7 @@ def load_model(path: str | Path):
             pooling=head["pooling"],
             instance_norm=head.get("instance_norm"),
             linear_skip=head.get("linear_skip"),
+            patch_scan=head.get("patch_scan"),
         )
     except (TypeError, KeyError) as exc:
         raise CheckpointError(
@@ -938,6 +974,15 @@ def check_task_fits(spec: dict[str, Any], task) -> None:
         problems.append(f"{task.d_input} input channels, the model {backbone.get('d_input')}")
     if head["kind"] in ("classification", "tagging") and task.n_classes != head["n_classes"]:
         problems.append(f"{task.n_classes} classes, the model {head['n_classes']}")
+    image, scan = task.info.get("image_shape"), head.get("patch_scan")
+    if (image is None) != (scan is None):
+        problems.append(
+            "it gives images, the model reads sequences"
+            if scan is None
+            else "it gives sequences, the model reads images"
+        )
+    elif scan is not None and list(image) != list(scan["image_shape"]):
+        problems.append(f"images of shape {tuple(image)}, the model {tuple(scan['image_shape'])}")
     if head["kind"] == "regression" and task.d_output != head["d_output"]:
         problems.append(f"{task.d_output} outputs, the model {head['d_output']}")
     if problems:

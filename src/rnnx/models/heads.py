@@ -253,13 +253,24 @@ def build_model(
     pooling: str = "mean",
     instance_norm: int | list[int] | None = None,
     linear_skip: tuple[int | list[int], int] | None = None,
+    patch_size: int | None = None,
 ) -> nn.Module:
     """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone
-    (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`)."""
+    (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`;
+    ``patch_size``: video prediction only, see :class:`rnnx.models.VideoPredictor`,
+    default 4)."""
     if (instance_norm is not None or linear_skip is not None) and kind != "regression":
         raise ValueError(
             f"instance_norm, linear_skip: only regression heads take them, not {kind!r}"
         )
+    if patch_size is not None and kind != "video_prediction":
+        raise ValueError(f"patch_size: only video prediction models take it, not {kind!r}")
+    if kind in ("video_prediction", "video_classification"):
+        from rnnx.models.video import VideoClassifier, VideoPredictor
+
+        if kind == "video_prediction":
+            return VideoPredictor(config, 4 if patch_size is None else patch_size)
+        return VideoClassifier(config, n_classes, pooling=pooling)
     if kind == "classification":
         return SequenceClassifier(config, n_classes, pooling=pooling)
     if kind == "tagging":
@@ -274,4 +285,7 @@ def build_model(
             instance_norm=instance_norm,
             linear_skip=linear_skip,
         )
-    raise ValueError(f"kind: expected classification, tagging, lm or regression, got {kind!r}")
+    raise ValueError(
+        "kind: expected classification, tagging, lm, regression, video_classification or "
+        f"video_prediction, got {kind!r}"
+    )

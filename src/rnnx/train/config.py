@@ -83,6 +83,11 @@ class ModelConfig:
     forecast (DLinear's "Linear", arXiv 2205.13504, inside the model;
     :class:`rnnx.models.SequenceRegressor`). Needs a task whose ``info`` names its
     ``target_channel``. None: the recipe's (on for such tasks)."""
+    patch_size: int | None = None
+    """Video prediction: frames are cut into squares of patch_size x patch_size pixels,
+    stacked as channels (space-to-depth) before the first layer, so the layers run on a
+    grid patch_size times smaller per side (:class:`rnnx.models.VideoPredictor`). None:
+    the recipe's (4) for video prediction; other kinds take none."""
     bidirectional: bool | None = None
     """Run every block forward and on the reversed sequence (only the valid part of
     each sequence is reversed) and add the two outputs, as LSSL/S4 do for
@@ -288,6 +293,7 @@ LIMITS: dict[tuple[str, str], Range | OneOf] = {
     ("model", "dropout"): Range(0, 1, hi_open=True),
     ("model", "norm"): OneOf(("layer", "rms")),
     ("model", "pooling"): OneOf(("mean", "last")),
+    ("model", "patch_size"): Range(1),
     ("train", "epochs"): Range(1),
     ("train", "max_steps"): Range(1, also=(-1,)),
     ("train", "budget_minutes"): Range(0),

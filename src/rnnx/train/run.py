@@ -195,6 +195,7 @@ def build_model_for(cfg: RunConfig, task):
 
     from rnnx.models import build_model
 
+    check_layer_fits(cfg.model.layer, task)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     backbone = cfg.model.backbone(d_input=task.d_input, vocab_size=task.vocab_size)
     return build_model(
@@ -204,7 +205,38 @@ def build_model_for(cfg: RunConfig, task):
         d_output=task.d_output,
         pooling=cfg.model.pooling or "mean",
         **forecasting_head(cfg, task),
+        **video_head(cfg, task),
     )
+
+
+def check_layer_fits(layer: str, task) -> None:
+    """One clear error when ``--model`` is a layer of the wrong kind for the task: video
+    prediction stacks layers over frames (``names("spatial")``); every other kind,
+    video classification included (a CNN per frame, then a layer over time), stacks
+    layers over sequences (``names("sequence")``)."""
+    import rnnx.layers as layers
+
+    need = "spatial" if task.kind == "video_prediction" else "sequence"
+    have = layers.get(layer).kind
+    if have != need:
+        what = {"spatial": "a layer over frames", "sequence": "a layer over sequences"}
+        raise ValueError(
+            f"--model {layer}: is {what[have]} ({have}); the task {task.name} "
+            f"({task.kind}) needs {what[need]}: one of {', '.join(layers.names(need))}"
+        )
+
+
+def video_head(cfg: RunConfig, task) -> dict[str, Any]:
+    """``patch_size`` of a video prediction model (``{}`` for other kinds; one clear
+    error if it is set for them)."""
+    if task.kind == "video_prediction":
+        return {"patch_size": cfg.model.patch_size or 4}
+    if cfg.model.patch_size is not None:
+        raise ValueError(
+            f"--patch-size: only video prediction models cut frames into patches; "
+            f"{task.name} is a {task.kind} task"
+        )
+    return {}
 
 
 def forecasting_head(cfg: RunConfig, task) -> dict[str, Any]:
@@ -236,13 +268,15 @@ def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dic
     return {
         "run": cfg.to_dict(),
         "precision": precision or resolve_precision(cfg.train.precision),
-        "backbone": model.backbone.config.to_dict(),
+        # a video model's own config: its backbone reads CNN features, not the frames
+        "backbone": getattr(model, "config", model.backbone.config).to_dict(),
         "head": {
             "kind": task.kind,
             "n_classes": task.n_classes,
             "d_output": task.d_output,
             "pooling": cfg.model.pooling or "mean",
             **forecasting_head(cfg, task),
+            **video_head(cfg, task),
         },
         "task": {
             "name": task.name,
@@ -880,6 +914,7 @@ def load_model(path: str | Path):
             pooling=head["pooling"],
             instance_norm=head.get("instance_norm"),
             linear_skip=head.get("linear_skip"),
+            patch_size=head.get("patch_size"),
         )
     except (TypeError, KeyError) as exc:
         raise CheckpointError(
@@ -936,7 +971,8 @@ def check_task_fits(spec: dict[str, Any], task) -> None:
         problems.append(f"vocabulary of {task.vocab_size} tokens, the model has {vocab}")
     elif vocab is None and task.d_input != backbone.get("d_input"):
         problems.append(f"{task.d_input} input channels, the model {backbone.get('d_input')}")
-    if head["kind"] in ("classification", "tagging") and task.n_classes != head["n_classes"]:
+    classes = ("classification", "tagging", "video_classification")
+    if head["kind"] in classes and task.n_classes != head["n_classes"]:
         problems.append(f"{task.n_classes} classes, the model {head['n_classes']}")
     if head["kind"] == "regression" and task.d_output != head["d_output"]:
         problems.append(f"{task.d_output} outputs, the model {head['d_output']}")

@@ -10,8 +10,9 @@ and LRCN classification (a per-frame CNN, then a sequence layer over time).
       -> n_layers blocks:  x = x + dropout(layer(norm(x)))   any layer of names("spatial")
       -> norm, 3x3 convolution to C p² channels, depth-to-space, sigmoid   (B, T, C, H, W)
 
-Output ``t`` is the prediction of frame ``t + 1``. Training reads the true frames in
-parallel (teacher forcing: each layer's training mode, the whole clip at once);
+Output ``t`` is the prediction of frame ``t + 1``. Training reads the context frames in
+parallel (each layer's training mode) and then either the true future frames (teacher
+forcing: the whole clip at once) or its own predictions, as at test time;
 :meth:`VideoPredictor.rollout` reads the context frames the same way and then predicts
 the future one frame at a time with the layers' ``step`` and their states, feeding back
 its own predictions (memory constant in the number of frames predicted). The norm is a
@@ -209,15 +210,16 @@ class VideoPredictor(nn.Module):
         h, state = self.backbone(frames, state)
         return self.decode(h), state
 
-    def rollout(self, context: Tensor, n_frames: int) -> Tensor:
+    def rollout(self, context: Tensor, n_frames: int, *, with_context: bool = False) -> Tensor:
         """The ``n_frames`` frames after ``context`` ``(B, T >= 1, C, H, W)``, each predicted
         from the previous prediction (the context is read in parallel, then one ``step``
         per frame: memory does not grow with ``n_frames``). Returns ``(B, n_frames, C, H,
-        W)``."""
+        W)``; with ``with_context``, the predictions of context frames 2..T before them,
+        ``(B, T - 1 + n_frames, C, H, W)`` (training on the model's own predictions)."""
         require_positive_int("n_frames", n_frames)
         pred, state = self.predict(context)
         frame = pred[:, -1:]
-        out = [frame]
+        out = [pred if with_context else frame]
         for _ in range(n_frames - 1):
             h, state = self.backbone.step(frame, state)
             frame = self.decode(h)
@@ -230,8 +232,8 @@ class VideoClassifier(nn.Module):
 
     Args:
         config: the sequence backbone (``layer`` one of ``rnnx.layers.names("sequence")``;
-            ``d_input`` is the frames' channels C; causal: ``bidirectional=False``
-            is not required, a bidirectional backbone reads the clip both ways).
+            ``d_input`` is the frames' channels C; with ``bidirectional=True`` it reads
+            the clip both ways, LRCN reads it forwards).
         n_classes: number of classes.
         pooling: ``"mean"`` over frames (default, as LRCN averages) or ``"last"``.
         cnn_width: channels of the first convolution (then 2x, then ``d_model``).

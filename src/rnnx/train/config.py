@@ -178,6 +178,10 @@ class TrainConfig:
     patience: int | None = None
     """Stop when this many validations in a row fell short of the best one (by more than
     its noise; 0: never; None: the recipe's)."""
+    teacher_forcing: bool | None = None
+    """Video prediction: train on the true frames, the whole clip in parallel (true), or
+    predict the future frames from the model's own predictions, as it is tested (false;
+    backpropagation through the rollout). None: the recipe's."""
     precision: str = "auto"
     """``"32"``, ``"bf16-mixed"``, or ``"auto"``: bf16-mixed where bf16 is native (a CUDA
     GPU that supports it; a CPU with AVX512-BF16 or AMX), else 32."""

@@ -104,6 +104,7 @@ class TaskModule(L.LightningModule):
         weight_decay: float,
         warmup: float = 0.05,
         budget=None,
+        teacher_forcing: bool = True,
     ) -> None:
         super().__init__()
         if kind not in MAIN_METRIC:
@@ -111,6 +112,9 @@ class TaskModule(L.LightningModule):
         self.model, self.kind = model, kind
         self.lr, self.weight_decay, self.warmup = lr, weight_decay, warmup
         self.budget = budget
+        self.teacher_forcing = teacher_forcing
+        """Video prediction: train on the true frames (True) or on the model's own
+        predictions after the context (False)."""
         """A :class:`rnnx.train.callbacks.Budget` the schedule follows (None: the
         trainer's estimated number of steps)."""
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
@@ -163,9 +167,14 @@ class TaskModule(L.LightningModule):
         from rnnx.train.video import video_metric_sums
 
         if training:
-            # teacher forcing: every frame but the last in, each next frame out
+            # every next frame out; in: the true frames (teacher forcing), or the context
+            # and then the model's own predictions, as it is tested
             clip = torch.cat([x, y], 1)
-            pred = self.model(clip[:, :-1])
+            if self.teacher_forcing:
+                pred = self.model(clip[:, :-1])
+            else:
+                model = cast("VideoPredictor", self.model)
+                pred = model.rollout(x, y.shape[1], with_context=True)
             err = pred.float() - clip[:, 1:].float()
             loss = (err**2).mean()
             frames = float(err.shape[0] * err.shape[1])

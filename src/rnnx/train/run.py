@@ -399,7 +399,13 @@ def train(
     budget = Budget(steps, t.budget_minutes or 0.0, t.budget_clock)
     selection = ModelSelection(metric, higher, t.patience or 0)
     module = TaskModule(
-        model, task.kind, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, budget=budget
+        model,
+        task.kind,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        warmup=t.warmup,
+        budget=budget,
+        teacher_forcing=t.teacher_forcing is not False,
     )
 
     out = Path(out_dir) if out_dir is not None else default_run_dir(task.name, cfg, world)

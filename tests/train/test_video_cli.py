@@ -41,7 +41,9 @@ def test_every_spatial_layer_trains_on_moving_digits(tmp_path, name):
     for k in METRICS:
         assert k in res["test"] and f"copy_last_{k}" in res["test"]
     assert res["test"]["mse"] > 0 and -1 <= res["test"]["ssim"] <= 1
-    assert res["config"]["model"]["patch_size"] == 4  # the recipe's
+    # the recipe's, and recorded: every setting left to it has a value
+    assert res["config"]["model"]["patch_size"] == 4
+    assert res["config"]["train"]["teacher_forcing"] is True
 
 
 def test_the_default_layer_of_moving_digits_and_eval_and_own_predictions(tmp_path, capsys):

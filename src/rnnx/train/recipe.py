@@ -189,6 +189,10 @@ def _video(stats: DataStats, model: dict, train: dict) -> dict:
         train["lr"] = (3e-3, "AdamW peak rate 0.003 (a few hundred steps on a CPU budget)")
         train["weight_decay"] = (0.01, "light AdamW decay on matrices and kernels")
         train["patience"] = (0, "off: the rollout error keeps falling within a CPU budget")
+        train["teacher_forcing"] = (
+            True,
+            "the true frames, the whole clip in parallel (each layer's training mode)",
+        )
     else:
         model["d_model"] = (64, "a 64-d frame feature from the CNN, and width 64 over time")
         train["batch_size"] = (

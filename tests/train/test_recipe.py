@@ -198,8 +198,11 @@ def test_the_recipe_reads_the_data_and_yields_to_the_user():
     assert small["train"]["max_steps"][0] >= 1000 and large["train"]["max_steps"][0] >= 1000
     assert small["model"]["dropout"][0] >= large["model"]["dropout"][0]
     # Every setting whose default is None ("the recipe's") has a value after apply.
-    # (patch_size: only image tasks have patches; test_vision checks the recipe fills it)
-    open_by_default = {"model": {"d_state", "mode", "backend", "patch_size"}, "train": {"epochs"}}
+    # (patch_size, teacher_forcing: video prediction only, tests/train/test_video_cli.py)
+    open_by_default = {
+        "model": {"d_state", "mode", "backend", "patch_size"},
+        "train": {"epochs", "teacher_forcing"},
+    }
     assert cfg.model.linear_skip is False
     for section in ("model", "train"):
         for k, v in vars(getattr(cfg, section)).items():

@@ -69,6 +69,8 @@ KINDS = {
     "tagging": "one label per step, -100 where unsupervised (cross-entropy; accuracy)",
     "lm": "next-token prediction over a vocabulary (cross-entropy; bits per token)",
     "regression": "real-valued targets per sequence (MSE; MAE)",
+    "video_prediction": "the next frames of a video (MSE; MAE, SSIM, PSNR, copy-last-frame)",
+    "video_classification": "one label per video (cross-entropy; accuracy)",
 }
 
 
@@ -77,9 +79,11 @@ class TaskData:
     """The splits of a task and what a model needs to know about it.
 
     Inputs ``x`` are float ``(N, L, d_input)`` or, for token tasks
-    (``vocab_size`` set), int64 ``(N, L)``. Targets ``y``: ``(N,)`` class ids
-    (classification), ``(N, L)`` class ids with -100 at unsupervised steps (tagging,
-    lm), or float ``(N, d_output)`` (regression).
+    (``vocab_size`` set), int64 ``(N, L)``; video tasks have frames ``(N, T, d_input,
+    H, W)`` (``d_input`` channels). Targets ``y``: ``(N,)`` class ids (classification,
+    video_classification), ``(N, L)`` class ids with -100 at unsupervised steps
+    (tagging, lm), float ``(N, d_output)`` (regression), or the next frames ``(N, T',
+    d_input, H, W)`` (video_prediction).
     """
 
     name: str

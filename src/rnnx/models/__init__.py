@@ -1,4 +1,4 @@
-"""Models built from registered layers: blocks, backbones and task heads."""
+"""Models built from registered layers: blocks, backbones, task heads and video models."""
 
 from rnnx.models.backbone import GLU, Backbone, BackboneConfig, Block, pool
 from rnnx.models.heads import (
@@ -8,6 +8,7 @@ from rnnx.models.heads import (
     StepClassifier,
     build_model,
 )
+from rnnx.models.video import SpatialBackbone, VideoClassifier, VideoPredictor
 from rnnx.models.vision import (
     ImageClassifier,
     PatchEmbed,
@@ -29,7 +30,10 @@ __all__ = [
     "PatchScanConfig",
     "SequenceClassifier",
     "SequenceRegressor",
+    "SpatialBackbone",
     "StepClassifier",
+    "VideoClassifier",
+    "VideoPredictor",
     "build_model",
     "pool",
 ]

@@ -255,11 +255,13 @@ def build_model(
     instance_norm: int | list[int] | None = None,
     linear_skip: tuple[int | list[int], int] | None = None,
     patch_scan: PatchScanConfig | dict | None = None,
+    patch_size: int | None = None,
 ) -> nn.Module:
     """The head for a task kind (see :data:`rnnx.data.base.KINDS`) on a backbone
     (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`;
     ``patch_scan``: images, classification only, see
-    :class:`~rnnx.models.vision.ImageClassifier`)."""
+    :class:`~rnnx.models.vision.ImageClassifier`; ``patch_size``: video prediction
+    only, see :class:`rnnx.models.VideoPredictor`, default 4)."""
     if patch_scan is not None:
         if kind != "classification":
             raise ValueError(
@@ -270,6 +272,14 @@ def build_model(
         raise ValueError(
             f"instance_norm, linear_skip: only regression heads take them, not {kind!r}"
         )
+    if patch_size is not None and kind != "video_prediction":
+        raise ValueError(f"patch_size: only video prediction models take it, not {kind!r}")
+    if kind in ("video_prediction", "video_classification"):
+        from rnnx.models.video import VideoClassifier, VideoPredictor
+
+        if kind == "video_prediction":
+            return VideoPredictor(config, 4 if patch_size is None else patch_size)
+        return VideoClassifier(config, n_classes, pooling=pooling)
     if kind == "classification":
         return SequenceClassifier(config, n_classes, pooling=pooling)
     if kind == "tagging":
@@ -284,4 +294,7 @@ def build_model(
             instance_norm=instance_norm,
             linear_skip=linear_skip,
         )
-    raise ValueError(f"kind: expected classification, tagging, lm or regression, got {kind!r}")
+    raise ValueError(
+        "kind: expected classification, tagging, lm, regression, video_classification or "
+        f"video_prediction, got {kind!r}"
+    )

@@ -95,8 +95,12 @@ class ModelConfig:
     ViG/VMamba style; non-causal, replaces ``bidirectional``). None: the recipe's (on
     for tasks that give images, off otherwise)."""
     patch_size: int | None = None
-    """Side of the square patches of a patch scan, a divisor of the images' height and
-    width (None: the recipe's, the smallest that gives at most 64 patches)."""
+    """Side of the square patches that images and frames are cut into. Image tasks: the
+    patches of a patch scan, a divisor of the images' height and width (None: the
+    recipe's, the smallest that gives at most 64 patches). Video prediction: frames are
+    cut into patch_size x patch_size squares stacked as channels (space-to-depth) before
+    the first layer, so the layers run on a grid patch_size times smaller per side
+    (:class:`rnnx.models.VideoPredictor`; None: the recipe's, 4). Other tasks take none."""
     scan_orders: str = "row,row_rev,col,col_rev"
     """Scan orders of a patch scan, comma-separated: ``row``, ``col``, ``zigzag``,
     ``zigzag_col``, each also reversed with ``_rev`` (docs/vision.md)."""
@@ -206,6 +210,10 @@ class TrainConfig:
     patience: int | None = None
     """Stop when this many validations in a row fell short of the best one (by more than
     its noise; 0: never; None: the recipe's)."""
+    teacher_forcing: bool | None = None
+    """Video prediction: train on the true frames, the whole clip in parallel (true), or
+    predict the future frames from the model's own predictions, as it is tested (false;
+    backpropagation through the rollout). None: the recipe's."""
     precision: str = "auto"
     """``"32"``, ``"bf16-mixed"``, or ``"auto"``: bf16-mixed where bf16 is native (a CUDA
     GPU that supports it; a CPU with AVX512-BF16 or AMX), else 32."""

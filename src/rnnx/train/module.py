@@ -6,6 +6,12 @@ Loss and metrics by kind (:data:`rnnx.data.base.KINDS`):
 * tagging: cross-entropy over the supervised steps (target != -100); accuracy there;
 * lm: cross-entropy per token; bits per token (= cross-entropy / ln 2);
 * regression: mean squared error; MSE and MAE.
+* video_classification: as classification;
+* video_prediction: mean squared error of the next-frame predictions, the true frames
+  read in parallel (teacher forcing); evaluated on the frames the model predicts from
+  its own predictions (:meth:`rnnx.models.VideoPredictor.rollout`), by OpenSTL's
+  per-frame MSE and MAE summed over pixels, SSIM and PSNR, each beside the
+  copy-last-frame baseline's (:mod:`rnnx.train.video`).
 
 Validation and test metrics are exact sums over the whole split (summed over batches
 and, under DDP, over processes), not means of per-batch means.
@@ -14,12 +20,15 @@ and, under DDP, over processes), not means of per-batch means.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from rnnx.models.video import VideoPredictor
 
 IGNORE = -100
 
@@ -29,6 +38,8 @@ MAIN_METRIC = {
     "tagging": ("acc", True),
     "lm": ("bpc", False),
     "regression": ("mse", False),
+    "video_classification": ("acc", True),
+    "video_prediction": ("mse", False),
 }
 
 
@@ -93,6 +104,7 @@ class TaskModule(L.LightningModule):
         weight_decay: float,
         warmup: float = 0.05,
         budget=None,
+        teacher_forcing: bool = True,
     ) -> None:
         super().__init__()
         if kind not in MAIN_METRIC:
@@ -100,6 +112,9 @@ class TaskModule(L.LightningModule):
         self.model, self.kind = model, kind
         self.lr, self.weight_decay, self.warmup = lr, weight_decay, warmup
         self.budget = budget
+        self.teacher_forcing = teacher_forcing
+        """Video prediction: train on the true frames (True) or on the model's own
+        predictions after the context (False)."""
         """A :class:`rnnx.train.callbacks.Budget` the schedule follows (None: the
         trainer's estimated number of steps)."""
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
@@ -115,9 +130,14 @@ class TaskModule(L.LightningModule):
         x, y = batch
         return x, y, None
 
-    def loss_and_sums(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The mean loss of a batch and the sums its metrics are made of."""
+    def loss_and_sums(
+        self, batch, *, training: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The mean loss of a batch and the sums its metrics are made of (``training``:
+        video prediction reads the true frames; otherwise it predicts from its own)."""
         x, y, lengths = self.unpack(batch)
+        if self.kind == "video_prediction":
+            return self._video_prediction(x, y, training)
         out = self.model(x, lengths)
         if self.kind == "regression":
             err = out.float() - y.float()
@@ -129,7 +149,7 @@ class TaskModule(L.LightningModule):
             }
             return loss, sums
         logits = out.float()
-        if self.kind == "classification":
+        if self.kind in ("classification", "video_classification"):
             ce = F.cross_entropy(logits, y, reduction="none")
             correct = logits.argmax(-1) == y
             n = torch.tensor(float(len(y)))
@@ -143,9 +163,31 @@ class TaskModule(L.LightningModule):
         sums = {"ce": ce.sum().detach(), "correct": correct.sum().float(), "n": n}
         return loss, sums
 
+    def _video_prediction(self, x, y, training: bool):
+        from rnnx.train.video import video_metric_sums
+
+        if training:
+            # every next frame out; in: the true frames (teacher forcing), or the context
+            # and then the model's own predictions, as it is tested
+            clip = torch.cat([x, y], 1)
+            if self.teacher_forcing:
+                pred = self.model(clip[:, :-1])
+            else:
+                model = cast("VideoPredictor", self.model)
+                pred = model.rollout(x, y.shape[1], with_context=True)
+            err = pred.float() - clip[:, 1:].float()
+            loss = (err**2).mean()
+            frames = float(err.shape[0] * err.shape[1])
+            return loss, {"sq": (err**2).sum().detach(), "n": torch.tensor(frames)}
+        pred = cast("VideoPredictor", self.model).rollout(x, y.shape[1])
+        loss = ((pred.float() - y.float()) ** 2).mean()
+        return loss, video_metric_sums(pred.float(), y.float(), x.float())
+
     @staticmethod
     def metrics_from_sums(kind: str, s: dict[str, float]) -> dict[str, float]:
         n = max(float(s["n"]), 1.0)
+        if kind == "video_prediction":
+            return {k: float(v) / n for k, v in s.items() if k != "n"}
         if kind == "regression":
             return {"mse": float(s["sq"]) / n, "mae": float(s["abs"]) / n}
         out = {"loss": float(s["ce"]) / n, "acc": float(s["correct"]) / n}
@@ -157,7 +199,7 @@ class TaskModule(L.LightningModule):
     # ------------------------------------------------------------------ steps
 
     def training_step(self, batch, batch_idx):
-        loss, sums = self.loss_and_sums(batch)
+        loss, sums = self.loss_and_sums(batch, training=True)
         n = int(sums["n"])
         sync = self._distributed()
         self.log(

@@ -126,6 +126,9 @@ def recommend(stats: DataStats) -> dict[str, dict[str, tuple[Any, str]]]:
     if stats.kind == "classification":
         model["bidirectional"] = (True, "sequence classification reads the whole sequence")
         model["pooling"] = ("mean", "mean over valid steps: every step votes")
+    elif stats.kind == "video_classification":
+        model["bidirectional"] = (False, "LRCN: a causal layer over the frames")
+        model["pooling"] = ("mean", "LRCN averages its per-frame predictions")
     elif stats.kind == "regression":
         model["bidirectional"] = (False, "regression: causal unless asked")
         model["pooling"] = ("last", "the state after the whole window predicts what follows")
@@ -153,6 +156,8 @@ def recommend(stats: DataStats) -> dict[str, dict[str, tuple[Any, str]]]:
 
     if stats.kind == "lm":
         return _language_model(stats, model, train)
+    if stats.kind in ("video_prediction", "video_classification"):
+        return _video(stats, model, train)
 
     # Batch: about a tenth of the training set, a power of two in [8, 64]: a small set
     # still gets several different batches per epoch (the gradient noise regularises),
@@ -203,6 +208,52 @@ def _language_model(stats: DataStats, model: dict, train: dict) -> dict:
     train["max_steps"] = (20000, "the clock decides (budget_minutes)")
     train["budget_minutes"] = (DEFAULT_MINUTES, "a known cost per command on any machine")
     train["patience"] = (0, "off: a language model's validation loss keeps falling")
+    return {"model": model, "train": train}
+
+
+def _video(stats: DataStats, model: dict, train: dict) -> dict:
+    """Video tasks: a CPU-sized model whose cost is dominated by convolutions over every
+    frame, so the clock decides the steps.
+
+    Prediction: the frames go through space-to-depth with patch 4 (64x64x1 -> 16x16x16,
+    no information lost) and two spatial blocks of 32 channels; at one CPU thread a
+    step of 16 clips of 20 frames takes about 1-2 s (ConvS5 to ConvLSTM), so a few
+    hundred steps fit the default budget. Classification: LRCN's small CNN per frame
+    and two blocks of width 64 over time.
+    """
+    if stats.kind == "video_prediction":
+        model["patch_size"] = (4, "space-to-depth 4x4: the layers run on a 16x smaller grid")
+        model["d_model"] = (
+            32,
+            "32 channels per pixel of the patch grid: convolutions over "
+            "every frame dominate the cost",
+        )
+        train["batch_size"] = (16, "16 clips per step")
+        train["lr"] = (3e-3, "AdamW peak rate 0.003 (a few hundred steps on a CPU budget)")
+        train["weight_decay"] = (0.01, "light AdamW decay on matrices and kernels")
+        train["patience"] = (0, "off: the rollout error keeps falling within a CPU budget")
+        train["teacher_forcing"] = (
+            True,
+            "the true frames, the whole clip in parallel (each layer's training mode)",
+        )
+    else:
+        model["d_model"] = (64, "a 64-d frame feature from the CNN, and width 64 over time")
+        train["batch_size"] = (
+            int(_clamp(_pow2(stats.n_train / 10), 8, 32)),
+            f"about n_train/10 = {stats.n_train / 10:.0f}, a power of 2 in [8, 32]",
+        )
+        train["lr"] = (3e-3, "AdamW peak rate 0.003")
+        train["weight_decay"] = (0.05, "AdamW decay on matrices only")
+        train["patience"] = (VALIDATIONS_PER_RUN // 2, "half of the run's validations")
+    model["n_layers"] = (2, "two blocks")
+    model["mlp_ratio"] = (0.0, "no per-block MLP")
+    model["dropout"] = (0.0, "no dropout: a CPU budget sees the clips a few times at most")
+    epoch_steps = max(1, stats.n_train // train["batch_size"][0])
+    train["max_steps"] = (
+        int(_clamp(max(2000, 20 * epoch_steps), 2000, 10000)),
+        f"max(2000, 20 epochs of {epoch_steps} steps), at most 10000; the clock may cut it",
+    )
+    train["budget_minutes"] = (DEFAULT_MINUTES, "a known cost per command on any machine")
     return {"model": model, "train": train}
 
 

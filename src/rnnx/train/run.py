@@ -195,6 +195,7 @@ def build_model_for(cfg: RunConfig, task):
 
     from rnnx.models import build_model
 
+    check_layer_fits(cfg.model.layer, task)
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     backbone = cfg.model.backbone(d_input=task.d_input, vocab_size=task.vocab_size)
     return build_model(
@@ -205,6 +206,7 @@ def build_model_for(cfg: RunConfig, task):
         pooling=cfg.model.pooling or "mean",
         patch_scan=patch_scan_of(cfg, task),
         **forecasting_head(cfg, task),
+        **video_head(cfg, task),
     )
 
 
@@ -231,6 +233,37 @@ def patch_scan_of(cfg: RunConfig, task):
     shape = image_shape(image)
     assert shape is not None  # image is not None here
     return cfg.model.patch_scan_config(shape)
+
+
+def check_layer_fits(layer: str, task) -> None:
+    """One clear error when ``--model`` is a layer of the wrong kind for the task: video
+    prediction stacks layers over frames (``names("spatial")``); every other kind,
+    video classification included (a CNN per frame, then a layer over time), stacks
+    layers over sequences (``names("sequence")``)."""
+    import rnnx.layers as layers
+
+    need = "spatial" if task.kind == "video_prediction" else "sequence"
+    have = layers.get(layer).kind
+    if have != need:
+        what = {"spatial": "a layer over frames", "sequence": "a layer over sequences"}
+        raise ValueError(
+            f"--model {layer}: is {what[have]} ({have}); the task {task.name} "
+            f"({task.kind}) needs {what[need]}: one of {', '.join(layers.names(need))}"
+        )
+
+
+def video_head(cfg: RunConfig, task) -> dict[str, Any]:
+    """``patch_size`` of a video prediction model (``{}`` for other kinds; one clear
+    error if it is set for a task that has neither frames nor images to cut: image
+    tasks take it through :func:`patch_scan_of`)."""
+    if task.kind == "video_prediction":
+        return {"patch_size": cfg.model.patch_size or 4}
+    if cfg.model.patch_size is not None and task.info.get("image_shape") is None:
+        raise ValueError(
+            f"--patch-size: only video prediction and image tasks cut their inputs into "
+            f"patches; {task.name} is a {task.kind} task of sequences"
+        )
+    return {}
 
 
 def forecasting_head(cfg: RunConfig, task) -> dict[str, Any]:
@@ -262,7 +295,8 @@ def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dic
     return {
         "run": cfg.to_dict(),
         "precision": precision or resolve_precision(cfg.train.precision),
-        "backbone": model.backbone.config.to_dict(),
+        # a video model's own config: its backbone reads CNN features, not the frames
+        "backbone": getattr(model, "config", model.backbone.config).to_dict(),
         "head": {
             "kind": task.kind,
             "n_classes": task.n_classes,
@@ -270,6 +304,7 @@ def model_spec(cfg: RunConfig, task, model, precision: str | None = None) -> dic
             "pooling": cfg.model.pooling or "mean",
             **forecasting_head(cfg, task),
             "patch_scan": scan.to_dict() if (scan := patch_scan_of(cfg, task)) else None,
+            **video_head(cfg, task),
         },
         "task": {
             "name": task.name,
@@ -392,7 +427,13 @@ def train(
     budget = Budget(steps, t.budget_minutes or 0.0, t.budget_clock)
     selection = ModelSelection(metric, higher, t.patience or 0)
     module = TaskModule(
-        model, task.kind, lr=t.lr, weight_decay=t.weight_decay, warmup=t.warmup, budget=budget
+        model,
+        task.kind,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        warmup=t.warmup,
+        budget=budget,
+        teacher_forcing=t.teacher_forcing is not False,
     )
 
     out = Path(out_dir) if out_dir is not None else default_run_dir(task.name, cfg, world)
@@ -916,6 +957,7 @@ def load_model(path: str | Path):
             instance_norm=head.get("instance_norm"),
             linear_skip=head.get("linear_skip"),
             patch_scan=head.get("patch_scan"),
+            patch_size=head.get("patch_size"),
         )
     except (TypeError, KeyError) as exc:
         raise CheckpointError(
@@ -972,7 +1014,8 @@ def check_task_fits(spec: dict[str, Any], task) -> None:
         problems.append(f"vocabulary of {task.vocab_size} tokens, the model has {vocab}")
     elif vocab is None and task.d_input != backbone.get("d_input"):
         problems.append(f"{task.d_input} input channels, the model {backbone.get('d_input')}")
-    if head["kind"] in ("classification", "tagging") and task.n_classes != head["n_classes"]:
+    classes = ("classification", "tagging", "video_classification")
+    if head["kind"] in classes and task.n_classes != head["n_classes"]:
         problems.append(f"{task.n_classes} classes, the model {head['n_classes']}")
     image, scan = task.info.get("image_shape"), head.get("patch_scan")
     if (image is None) != (scan is None):

@@ -212,5 +212,5 @@ def _strip_with_pillow(out: Path, rows: list[tuple[str, Tensor]], cols: int) -> 
             img = frames[c][0].detach().float().clamp(0, 1).cpu()
             grid[r * (H + gap) : r * (H + gap) + H, c * (W + gap) : c * (W + gap) + W] = img
     pixels = (grid * 255).round().to(torch.uint8).numpy()
-    Image.fromarray(pixels, mode="L").save(out)
+    Image.fromarray(pixels).save(out)  # 2-D uint8: mode "L"
     return out

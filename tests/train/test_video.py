@@ -102,3 +102,25 @@ def test_save_strip(tmp_path):
     ctx, tgt = torch.rand(3, 1, 12, 12), torch.rand(2, 1, 12, 12)
     out = save_strip(tmp_path / "s.png", ctx, tgt, {"model": tgt * 0.5}, title="t")
     assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_save_strip_without_matplotlib(tmp_path, monkeypatch):
+    pytest.importorskip("PIL")
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("no matplotlib here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    ctx, tgt = torch.rand(3, 1, 12, 12), torch.rand(2, 1, 12, 12)
+    out = save_strip(tmp_path / "s.png", ctx, tgt, {"model": tgt})
+    from PIL import Image
+
+    monkeypatch.undo()
+    img = Image.open(out)
+    assert img.size == (3 * 14, 3 * 14)  # 3 columns, 3 rows of 12 + 2 pixels
+    assert abs(img.getpixel((14, 0)) - round(float(ctx[1, 0, 0, 0]) * 255)) <= 1

@@ -8,7 +8,8 @@ Loss and metrics by kind (:data:`rnnx.data.base.KINDS`):
 * regression: mean squared error; MSE and MAE.
 * video_classification: as classification;
 * video_prediction: mean squared error of the next-frame predictions, the true frames
-  read in parallel (teacher forcing); evaluated on the frames the model predicts from
+  read in parallel (teacher forcing) or, with ``teacher_forcing=False``, the context
+  and then the model's own predictions; evaluated on the frames the model predicts from
   its own predictions (:meth:`rnnx.models.VideoPredictor.rollout`), by OpenSTL's
   per-frame MSE and MAE summed over pixels, SSIM and PSNR, each beside the
   copy-last-frame baseline's (:mod:`rnnx.train.video`).
@@ -112,11 +113,11 @@ class TaskModule(L.LightningModule):
         self.model, self.kind = model, kind
         self.lr, self.weight_decay, self.warmup = lr, weight_decay, warmup
         self.budget = budget
+        """A :class:`rnnx.train.callbacks.Budget` the schedule follows (None: the
+        trainer's estimated number of steps)."""
         self.teacher_forcing = teacher_forcing
         """Video prediction: train on the true frames (True) or on the model's own
         predictions after the context (False)."""
-        """A :class:`rnnx.train.callbacks.Budget` the schedule follows (None: the
-        trainer's estimated number of steps)."""
         self._sums: dict[str, dict[str, torch.Tensor]] = {}
         self.val_metrics: dict[str, float] = {}
         self.val_count = 0.0

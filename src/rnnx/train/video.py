@@ -164,14 +164,20 @@ def save_strip(
 ) -> Path:
     """A PNG of one video: a row of context frames ``(T, C, H, W)``, a row of target
     frames ``(T', C, H, W)``, and a row per prediction (name -> ``(T', C, H, W)``), grey
-    frames in [0, 1] (the first channel). Needs matplotlib."""
-    import matplotlib
+    frames in [0, 1] (the first channel). With matplotlib the rows are labelled and the
+    title drawn; without it, Pillow writes the bare grid of frames."""
+    rows = [("input", context), ("target", target), *predictions.items()]
+    cols = max(len(v) for _, v in rows)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import matplotlib
+    except ImportError:
+        return _strip_with_pillow(out, rows, cols)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [("input", context), ("target", target), *predictions.items()]
-    cols = max(len(v) for _, v in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(1.1 * cols, 1.2 * len(rows)), squeeze=False)
     for r, (name, frames) in enumerate(rows):
         for c in range(cols):
@@ -188,8 +194,23 @@ def save_strip(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
     plt.close(fig)
+    return out
+
+
+def _strip_with_pillow(out: Path, rows: list[tuple[str, Tensor]], cols: int) -> Path:
+    """The grid of :func:`save_strip` without labels: one grey frame per cell, a 2-pixel
+    black gap between cells."""
+    from PIL import Image
+
+    H, W = rows[0][1].shape[-2:]
+    gap = 2
+    grid = torch.zeros(len(rows) * (H + gap), cols * (W + gap))
+    for r, (_, frames) in enumerate(rows):
+        for c in range(len(frames)):
+            img = frames[c][0].detach().float().clamp(0, 1).cpu()
+            grid[r * (H + gap) : r * (H + gap) + H, c * (W + gap) : c * (W + gap) + W] = img
+    pixels = (grid * 255).round().to(torch.uint8).numpy()
+    Image.fromarray(pixels).save(out)  # 2-D uint8: mode "L"
     return out

@@ -1,7 +1,8 @@
 """Chunked linear attention with no, fixed, scalar or vector (gated) decay.
 
 One recurrence, four choices of the decay, each as a recurrent reference (a loop over
-time: the oracle of the tests and the decoding path) and a chunked form (matrix products
+time: the oracle of the tests and the decoding path, in :mod:`rnnx.ops.reference`, which
+shares no helper with this module) and a chunked form (matrix products
 inside chunks, a scan across chunks) for training:
 
     S_t = diag(α_t) S_{t-1} + k_t v_tᵀ,        o_t = scale · S_tᵀ q_t,

@@ -1,7 +1,8 @@
 """Chunked linear attention with no, fixed, scalar or vector (gated) decay.
 
 One recurrence, four choices of the decay, each as a recurrent reference (a loop over
-time: the oracle of the tests and the decoding path) and a chunked form (matrix products
+time: the oracle of the tests and the decoding path, in :mod:`rnnx.ops.reference`, which
+shares no helper with this module) and a chunked form (matrix products
 inside chunks, a scan across chunks) for training:
 
     S_t = diag(α_t) S_{t-1} + k_t v_tᵀ,        o_t = scale · S_tᵀ q_t,
@@ -51,7 +52,6 @@ does, arXiv 2312.06635 §4).
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 
 import torch
@@ -64,6 +64,12 @@ from rnnx._native import ops as native_ops
 from rnnx._vocab import REFERENCE, op_backend
 from rnnx.ops._pack import compute_dtype, from_chunks, pad_time, run_packed, to_chunks
 from rnnx.ops.chunk_state import chunk_state_scan
+from rnnx.ops.reference import (
+    gla_reference,
+    linear_attention_reference,
+    retention_reference,
+    simple_gla_reference,
+)
 
 __all__ = [
     "BACKENDS",
@@ -178,57 +184,6 @@ def check_options(
 
 def default_scale(scale: float | None, K: int) -> float:
     return K**-0.5 if scale is None else float(scale)
-
-
-# --------------------------------------------------------------------------- packing
-
-
-def stack_time(outs: list[Tensor], v: Tensor) -> Tensor:
-    """Stack per-step outputs ``(B, H, V)`` along time (an empty sequence gives T = 0)."""
-    if outs:
-        return torch.stack(outs, 1)
-    return v.new_zeros(v.shape[0], 0, *v.shape[2:])
-
-
-# --------------------------------------------------------------------------- reference
-
-
-def _decay_reference(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    g: Tensor | None,
-    S0: Tensor | None,
-    scale: float,
-) -> tuple[Tensor, Tensor]:
-    """The recurrence step by step on a padded batch; g is None, (B,T,H) or (B,T,H,K)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    S = q.new_zeros(B, H, K, V) if S0 is None else S0
-    outs = []
-    gates = [None] * T if g is None else g.unbind(1)
-    for q_t, k_t, v_t, g_t in zip(q.unbind(1), k.unbind(1), v.unbind(1), gates):
-        if g_t is not None:
-            decay = g_t.exp()
-            decay = decay[..., None, None] if decay.dim() == 2 else decay[..., None]
-            S = decay * S
-        S = S + k_t.unsqueeze(-1) * v_t.unsqueeze(-2)
-        outs.append(torch.einsum("bhk,bhkv->bhv", q_t * scale, S))
-    return stack_time(outs, v), S
-
-
-def _run_reference(q, k, v, g, initial_state, bounds, scale):
-    """The reference on a padded batch or, with ``bounds``, one packed sequence at a time."""
-    if bounds is None:
-        return _decay_reference(q, k, v, g, initial_state, scale)
-    outs, finals = [], []
-    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-        s0 = None if initial_state is None else initial_state[i : i + 1]
-        gi = None if g is None else g[:, a:b]
-        o_i, s_i = _decay_reference(q[:, a:b], k[:, a:b], v[:, a:b], gi, s0, scale)
-        outs.append(o_i)
-        finals.append(s_i)
-    return torch.cat(outs, 1), torch.cat(finals, 0)
 
 
 # --------------------------------------------------------------------------- chunked
@@ -378,26 +333,34 @@ def _run(
     C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device, backends)
     n = B if bounds is None else len(bounds) - 1
     S0 = check_state("initial_state", initial_state, (n, H, K, V), q.device)
+    if backend == REFERENCE:  # the oracle whole (rnnx.ops.reference), on validated inputs
+        if g is None:
+            return linear_attention_reference(
+                q, k, v, initial_state=S0, output_final_state=output_final_state,
+                cu_seqlens=cu_seqlens, scale=scale,
+            )  # fmt: skip
+        ref = gla_reference if kind == "vector" else simple_gla_reference
+        return ref(
+            q, k, v, g, initial_state=S0, output_final_state=output_final_state,
+            cu_seqlens=cu_seqlens, scale=scale,
+        )  # fmt: skip
     s = default_scale(scale, K)
     dtype = compute_dtype(q, k, v, g, S0)
     q_, k_, v_ = q.to(dtype), k.to(dtype), v.to(dtype)
     g_ = None if g is None else g.to(dtype)
     S0_ = None if S0 is None else S0.to(dtype)
-    if backend == REFERENCE:
-        o, final = _run_reference(q_, k_, v_, g_, S0_, bounds, s)
+    native = kind == "vector" and use_native(backend, dtype, q.device, "GLA")
+
+    def fn(q, k, v, *rest):
+        if kind == "vector":
+            return _chunk_vector_decay(q, k, v, rest[0], S0_, C, s, native)
+        return _chunk_scalar_decay(q, k, v, rest[0] if rest else None, S0_, C, s)
+
+    if bounds is None:
+        o, final = fn(q_, k_, v_, *([g_] if g_ is not None else []))
     else:
-        native = kind == "vector" and use_native(backend, dtype, q.device, "GLA")
-
-        def fn(q, k, v, *rest):
-            if kind == "vector":
-                return _chunk_vector_decay(q, k, v, rest[0], S0_, C, s, native)
-            return _chunk_scalar_decay(q, k, v, rest[0] if rest else None, S0_, C, s)
-
-        if bounds is None:
-            o, final = fn(q_, k_, v_, *([g_] if g_ is not None else []))
-        else:
-            ts = [(q_, 0.0), (k_, 0.0), (v_, 0.0)] + ([(g_, 0.0)] if g_ is not None else [])
-            o, final = run_packed(fn, bounds, ts)
+        ts = [(q_, 0.0), (k_, 0.0), (v_, 0.0)] + ([(g_, 0.0)] if g_ is not None else [])
+        o, final = run_packed(fn, bounds, ts)
     return o.to(q.dtype), (final if output_final_state else None)
 
 
@@ -440,12 +403,6 @@ def linear_attention(
 
 
 @fp32_under_autocast
-def linear_attention_reference(q: Tensor, k: Tensor, v: Tensor, **kwargs) -> tuple:
-    """:func:`linear_attention` by the recurrence, one step at a time."""
-    return linear_attention(q, k, v, **{**kwargs, "backend": REFERENCE})
-
-
-@fp32_under_autocast
 def retention(
     q: Tensor,
     k: Tensor,
@@ -475,12 +432,6 @@ def retention(
 
 
 @fp32_under_autocast
-def retention_reference(q: Tensor, k: Tensor, v: Tensor, log_decay: Tensor, **kwargs) -> tuple:
-    """:func:`retention` by the recurrence, one step at a time."""
-    return retention(q, k, v, log_decay, **{**kwargs, "backend": REFERENCE})
-
-
-@fp32_under_autocast
 def simple_gla(
     q: Tensor,
     k: Tensor,
@@ -507,12 +458,6 @@ def simple_gla(
         "scalar", q, k, v, g, initial_state, output_final_state, cu_seqlens,
         chunk_size, scale, backend,
     )  # fmt: skip
-
-
-@fp32_under_autocast
-def simple_gla_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, **kwargs) -> tuple:
-    """:func:`simple_gla` by the recurrence, one step at a time."""
-    return simple_gla(q, k, v, g, **{**kwargs, "backend": REFERENCE})
 
 
 @fp32_under_autocast
@@ -546,9 +491,3 @@ def gla(
         "vector", q, k, v, g, initial_state, output_final_state, cu_seqlens,
         chunk_size, scale, backend,
     )  # fmt: skip
-
-
-@fp32_under_autocast
-def gla_reference(q: Tensor, k: Tensor, v: Tensor, g: Tensor, **kwargs) -> tuple:
-    """:func:`gla` by the recurrence, one step at a time."""
-    return gla(q, k, v, g, **{**kwargs, "backend": REFERENCE})

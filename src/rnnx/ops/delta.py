@@ -37,8 +37,6 @@ Signature as the rest of the family (:mod:`rnnx.ops.chunk`): batch-first
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor
 
@@ -52,9 +50,9 @@ from rnnx.ops.chunk import (
     check_qkv,
     check_state,
     default_scale,
-    stack_time,
 )
 from rnnx.ops.chunk_state import chunk_state_scan
+from rnnx.ops.reference import delta_rule_reference, gated_delta_rule_reference
 
 __all__ = [
     "delta_rule",
@@ -62,35 +60,6 @@ __all__ = [
     "gated_delta_rule",
     "gated_delta_rule_reference",
 ]
-
-
-# --------------------------------------------------------------------------- reference
-
-
-def _delta_reference(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    g: Tensor | None,
-    beta: Tensor,
-    S0: Tensor | None,
-    scale: float,
-) -> tuple[Tensor, Tensor]:
-    """The (gated) delta rule one step at a time on a batch; g None or (B, T, H)."""
-    B, T, H, K = q.shape
-    V = v.shape[-1]
-    S = q.new_zeros(B, H, K, V) if S0 is None else S0
-    outs = []
-    gates = [None] * T if g is None else g.unbind(1)
-    steps = zip(q.unbind(1), k.unbind(1), v.unbind(1), gates, beta.unbind(1))
-    for q_t, k_t, v_t, g_t, b_t in steps:
-        if g_t is not None:
-            S = g_t.exp()[..., None, None] * S
-        read = torch.einsum("bhk,bhkv->bhv", k_t, S)
-        u_t = b_t.unsqueeze(-1) * (v_t - read)
-        S = S + k_t.unsqueeze(-1) * u_t.unsqueeze(-2)
-        outs.append(torch.einsum("bhk,bhkv->bhv", q_t * scale, S))
-    return stack_time(outs, v), S
 
 
 # --------------------------------------------------------------------------- chunked
@@ -169,35 +138,30 @@ def _run(
     C, bounds = check_options(chunk_size, backend, cu_seqlens, B, T, q.device)
     n = B if bounds is None else len(bounds) - 1
     S0 = check_state("initial_state", initial_state, (n, H, K, V), q.device)
+    if backend == REFERENCE:  # the oracle whole (rnnx.ops.reference), on validated inputs
+        if g is None:
+            return delta_rule_reference(
+                q, k, v, beta, initial_state=S0, output_final_state=output_final_state,
+                cu_seqlens=cu_seqlens, scale=scale,
+            )  # fmt: skip
+        return gated_delta_rule_reference(
+            q, k, v, g, beta, initial_state=S0, output_final_state=output_final_state,
+            cu_seqlens=cu_seqlens, scale=scale,
+        )  # fmt: skip
     s = default_scale(scale, K)
     dtype = compute_dtype(q, k, v, g, beta, S0)
     q_, k_, v_, b_ = q.to(dtype), k.to(dtype), v.to(dtype), beta.to(dtype)
     g_ = None if g is None else g.to(dtype)
     S0_ = None if S0 is None else S0.to(dtype)
-    if backend == REFERENCE:
-        if bounds is None:
-            o, final = _delta_reference(q_, k_, v_, g_, b_, S0_, s)
-        else:
-            outs, finals = [], []
-            for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-                s0 = None if S0_ is None else S0_[i : i + 1]
-                gi = None if g_ is None else g_[:, a:b]
-                o_i, s_i = _delta_reference(
-                    q_[:, a:b], k_[:, a:b], v_[:, a:b], gi, b_[:, a:b], s0, s
-                )
-                outs.append(o_i)
-                finals.append(s_i)
-            o, final = torch.cat(outs, 1), torch.cat(finals, 0)
+
+    def fn(q, k, v, beta, *rest):
+        return _delta_chunk(q, k, v, rest[0] if rest else None, beta, S0_, C, s)
+
+    args = [q_, k_, v_, b_] + ([g_] if g_ is not None else [])
+    if bounds is None:
+        o, final = fn(*args)
     else:
-
-        def fn(q, k, v, beta, *rest):
-            return _delta_chunk(q, k, v, rest[0] if rest else None, beta, S0_, C, s)
-
-        args = [q_, k_, v_, b_] + ([g_] if g_ is not None else [])
-        if bounds is None:
-            o, final = fn(*args)
-        else:
-            o, final = run_packed(fn, bounds, [(t, 0.0) for t in args])
+        o, final = run_packed(fn, bounds, [(t, 0.0) for t in args])
     return o.to(q.dtype), (final if output_final_state else None)
 
 
@@ -243,12 +207,6 @@ def delta_rule(
 
 
 @fp32_under_autocast
-def delta_rule_reference(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, **kwargs) -> tuple:
-    """:func:`delta_rule` by the recurrence, one step at a time."""
-    return delta_rule(q, k, v, beta, **{**kwargs, "backend": REFERENCE})
-
-
-@fp32_under_autocast
 def gated_delta_rule(
     q: Tensor,
     k: Tensor,
@@ -276,11 +234,3 @@ def gated_delta_rule(
         q, k, v, g, beta, initial_state, output_final_state, cu_seqlens,
         chunk_size, scale, backend,
     )  # fmt: skip
-
-
-@fp32_under_autocast
-def gated_delta_rule_reference(
-    q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, **kwargs
-) -> tuple:
-    """:func:`gated_delta_rule` by the recurrence, one step at a time."""
-    return gated_delta_rule(q, k, v, g, beta, **{**kwargs, "backend": REFERENCE})

@@ -35,7 +35,6 @@ Signature as the rest of the family (:mod:`rnnx.ops.chunk`), with gates ``i, f``
 
 from __future__ import annotations
 
-import itertools
 from typing import Literal, cast
 
 import torch
@@ -52,10 +51,10 @@ from rnnx.ops.chunk import (
     check_options,
     check_qkv,
     default_scale,
-    stack_time,
     use_native,
 )
 from rnnx.ops.chunk_state import chunk_state_scan
+from rnnx.ops.reference import mlstm_reference
 
 __all__ = ["FORGET_GATES", "MLSTM_BACKENDS", "mlstm", "mlstm_reference"]
 
@@ -64,43 +63,6 @@ ForgetGate = Literal["sigmoid", "exp"]
 FORGET_GATES: tuple[str, ...] = ("sigmoid", "exp")
 
 MState = tuple[Tensor, Tensor, Tensor]
-
-
-# --------------------------------------------------------------------------- reference
-
-
-def _mlstm_reference(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    i: Tensor,
-    logf: Tensor,
-    state: MState | None,
-    scale: float,
-    eps: float,
-) -> tuple[Tensor, MState]:
-    """The stabilised recurrence one step at a time; ``logf`` is log f_t (B, T, H)."""
-    B, _T, H, K = q.shape
-    V = v.shape[-1]
-    if state is None:
-        C, n, m = q.new_zeros(B, H, K, V), q.new_zeros(B, H, K), q.new_zeros(B, H)
-    else:
-        C, n, m = state
-    outs = []
-    for q_t, k_t, v_t, i_t, lf_t in zip(
-        q.unbind(1), k.unbind(1), v.unbind(1), i.unbind(1), logf.unbind(1)
-    ):
-        m_new = torch.maximum(lf_t + m, i_t)
-        f_act = torch.exp(lf_t + m - m_new)
-        i_act = torch.exp(i_t - m_new)
-        C = f_act[..., None, None] * C + (i_act[..., None] * k_t).unsqueeze(-1) * v_t.unsqueeze(-2)
-        n = f_act[..., None] * n + i_act[..., None] * k_t
-        m = m_new
-        qs = q_t * scale
-        num = torch.einsum("bhk,bhkv->bhv", qs, C)
-        den = (qs * n).sum(-1)
-        outs.append(num / (torch.maximum(den.abs(), torch.exp(-m)) + eps).unsqueeze(-1))
-    return stack_time(outs, v), (C, n, m)
 
 
 # --------------------------------------------------------------------------- chunked
@@ -238,41 +200,25 @@ def mlstm(
         n0 = check_gate("initial_state[1] (n)", initial_state[1], (n_seq, H, K), q.device)
         m0 = check_gate("initial_state[2] (m)", initial_state[2], (n_seq, H), q.device)
         state = (C0, n0, m0)
+    if backend == REFERENCE:  # the oracle whole (rnnx.ops.reference), on validated inputs
+        return mlstm_reference(
+            q, k, v, i, f, initial_state=state, output_final_state=output_final_state,
+            cu_seqlens=cu_seqlens, scale=scale, forget_gate=forget_gate, eps=eps,
+        )  # fmt: skip
     s = default_scale(scale, K)
     dtype = compute_dtype(q, k, v, i, f, *(state or ()))
     q_, k_, v_, i_ = q.to(dtype), k.to(dtype), v.to(dtype), i.to(dtype)
     f_ = f.to(dtype)
     logf = F.logsigmoid(f_) if forget_gate == "sigmoid" else f_
     st = None if state is None else cast(MState, tuple(t.to(dtype) for t in state))
-    if backend == REFERENCE:
-        if bounds is None:
-            h, final = _mlstm_reference(q_, k_, v_, i_, logf, st, s, eps)
-        else:
-            outs, finals = [], []
-            for j, (a, b) in enumerate(itertools.pairwise(bounds)):
-                sj = None if st is None else cast(MState, tuple(t[j : j + 1] for t in st))
-                h_j, s_j = _mlstm_reference(
-                    q_[:, a:b], k_[:, a:b], v_[:, a:b], i_[:, a:b], logf[:, a:b], sj, s, eps
-                )
-                outs.append(h_j)
-                finals.append(s_j)
-            h = torch.cat(outs, 1)
-            final = cast(MState, tuple(torch.cat(parts, 0) for parts in zip(*finals)))
+    native = use_native(backend, dtype, q.device, "mLSTM")
+
+    def fn(q, k, v, i, lf):
+        return _mlstm_chunk(q, k, v, i, lf, st, C, s, eps, native)
+
+    args = [(q_, 0.0), (k_, 0.0), (v_, 0.0), (i_, -torch.inf), (logf, 0.0)]
+    if bounds is None:
+        h, final = fn(*(t for t, _ in args))
     else:
-        native = use_native(backend, dtype, q.device, "mLSTM")
-
-        def fn(q, k, v, i, lf):
-            return _mlstm_chunk(q, k, v, i, lf, st, C, s, eps, native)
-
-        args = [(q_, 0.0), (k_, 0.0), (v_, 0.0), (i_, -torch.inf), (logf, 0.0)]
-        if bounds is None:
-            h, final = fn(*(t for t, _ in args))
-        else:
-            h, final = run_packed(fn, bounds, args)
+        h, final = run_packed(fn, bounds, args)
     return h.to(q.dtype), (cast(MState, tuple(final)) if output_final_state else None)
-
-
-@fp32_under_autocast
-def mlstm_reference(q: Tensor, k: Tensor, v: Tensor, i: Tensor, f: Tensor, **kwargs) -> tuple:
-    """:func:`mlstm` by the stabilised recurrence, one step at a time."""
-    return mlstm(q, k, v, i, f, **{**kwargs, "backend": REFERENCE})

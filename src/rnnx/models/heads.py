@@ -261,7 +261,8 @@ def build_model(
     (``instance_norm``, ``linear_skip``: regression only, see :class:`SequenceRegressor`;
     ``patch_scan``: images, classification only, see
     :class:`~rnnx.models.vision.ImageClassifier`; ``patch_size``: video prediction
-    only, see :class:`rnnx.models.VideoPredictor`, default 4)."""
+    only, see :class:`rnnx.models.VideoPredictor`, default
+    :data:`rnnx.models.video.DEFAULT_PATCH_SIZE`)."""
     if patch_scan is not None:
         if kind != "classification":
             raise ValueError(
@@ -275,10 +276,10 @@ def build_model(
     if patch_size is not None and kind != "video_prediction":
         raise ValueError(f"patch_size: only video prediction models take it, not {kind!r}")
     if kind in ("video_prediction", "video_classification"):
-        from rnnx.models.video import VideoClassifier, VideoPredictor
+        from rnnx.models.video import DEFAULT_PATCH_SIZE, VideoClassifier, VideoPredictor
 
         if kind == "video_prediction":
-            return VideoPredictor(config, 4 if patch_size is None else patch_size)
+            return VideoPredictor(config, DEFAULT_PATCH_SIZE if patch_size is None else patch_size)
         return VideoClassifier(config, n_classes, pooling=pooling)
     if kind == "classification":
         return SequenceClassifier(config, n_classes, pooling=pooling)

@@ -41,9 +41,20 @@ from torch import Tensor, nn
 
 import rnnx.layers as layers
 from rnnx._checks import require_choice, require_positive_int
-from rnnx.models.backbone import Backbone, BackboneConfig, pool
+from rnnx.models.backbone import Backbone, BackboneConfig, Block, pool
 
-__all__ = ["SpatialBackbone", "SpatialBlock", "VideoClassifier", "VideoPredictor"]
+__all__ = [
+    "DEFAULT_PATCH_SIZE",
+    "SpatialBackbone",
+    "SpatialBlock",
+    "VideoClassifier",
+    "VideoPredictor",
+]
+
+#: Side of the space-to-depth squares of :class:`VideoPredictor` when none is given
+#: (64x64 frames -> a 16x16 grid): the one default the model, ``build_model``, the run
+#: and the recipe share.
+DEFAULT_PATCH_SIZE = 4
 
 
 def require_layer_kind(layer: str, kind: str, *, arg: str = "layer") -> None:
@@ -79,16 +90,7 @@ class SpatialBlock(nn.Module):
     def __init__(self, cfg: BackboneConfig) -> None:
         super().__init__()
         self.norm = _ChannelNorm(cfg.norm, cfg.d_model)
-        self.mixer = layers.create(cfg.layer, cfg.d_model, **cfg.layer_kwargs)
-        if cfg.backend is not None:
-            self.mixer.backend = cfg.backend
-        if cfg.mode is not None:
-            self.mixer.mode = cfg.mode
-        if self.mixer.d_output != cfg.d_model:
-            raise ValueError(
-                f"layer_kwargs: the mixer {cfg.layer!r} outputs {self.mixer.d_output} "
-                f"channels; a residual block needs d_model={cfg.d_model}"
-            )
+        self.mixer = Block._make_mixer(cfg)  # the sequence blocks' mixer setup and checks
         self.dropout = nn.Dropout(cfg.dropout)
         self.mlp: nn.Module | None = None
         if cfg.mlp_ratio > 0:
@@ -118,7 +120,7 @@ class SpatialBackbone(nn.Module):
     config.d_input, H, W)`` -> features ``(B, T, d_model, H/p, W/p)`` and the layers'
     states (a list, one per block). ``H`` and ``W`` must be multiples of ``patch_size``."""
 
-    def __init__(self, cfg: BackboneConfig, patch_size: int = 4) -> None:
+    def __init__(self, cfg: BackboneConfig, patch_size: int = DEFAULT_PATCH_SIZE) -> None:
         super().__init__()
         require_layer_kind(cfg.layer, "spatial")
         if cfg.vocab_size is not None or cfg.bidirectional:
@@ -188,7 +190,7 @@ class VideoPredictor(nn.Module):
     H, W)``, the frames after the context.
     """
 
-    def __init__(self, config: BackboneConfig, patch_size: int = 4) -> None:
+    def __init__(self, config: BackboneConfig, patch_size: int = DEFAULT_PATCH_SIZE) -> None:
         super().__init__()
         self.config = config
         self.backbone = SpatialBackbone(config, patch_size)

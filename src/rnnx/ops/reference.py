@@ -95,9 +95,9 @@ def _decayed_attention(q, k, v, log_alpha, initial_state, output_final_state, cu
         )
         outs = []
         for t in range(q.shape[1]):
-            S = torch.exp(la[:, t]).unsqueeze(-1) * S + k[:, t].unsqueeze(-1) * v[:, t].unsqueeze(
-                -2
-            )
+            if log_alpha is not None:  # α = 1 leaves S as it is
+                S = torch.exp(la[:, t]).unsqueeze(-1) * S
+            S = S + k[:, t].unsqueeze(-1) * v[:, t].unsqueeze(-2)
             outs.append(s * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
         o = (
             torch.stack(outs, 1)
@@ -196,6 +196,7 @@ def _delta(q, k, v, g, beta, initial_state, output_final_state, cu_seqlens, scal
     V = v.shape[-1]
     s = K**-0.5 if scale is None else float(scale)
     gg = torch.zeros(B, T, H, dtype=dtype, device=q.device) if g is None else g.to(dtype)
+    g_none = g is None  # α = 1: no decay to apply
 
     def step(q, k, v, g, beta, state):
         S = (
@@ -208,7 +209,7 @@ def _delta(q, k, v, g, beta, initial_state, output_final_state, cu_seqlens, scal
             k_t, b_t = k[:, t], beta[:, t, :, None, None]
             kS = torch.einsum("bhk,bhkv->bhv", k_t, S)  # k_tᵀ S_{t-1}
             erased = S - b_t * k_t.unsqueeze(-1) * kS.unsqueeze(-2)  # (I − β k kᵀ) S_{t-1}
-            S = torch.exp(g[:, t])[..., None, None] * erased
+            S = erased if g_none else torch.exp(g[:, t])[..., None, None] * erased
             S = S + b_t * k_t.unsqueeze(-1) * v[:, t].unsqueeze(-2)
             outs.append(s * torch.einsum("bhk,bhkv->bhv", q[:, t], S))
         o = (

@@ -35,6 +35,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rnnx.models.video import DEFAULT_PATCH_SIZE
 from rnnx.train.config import RunConfig, TrainConfig
 
 #: Default wall-clock limit of a run, in minutes (a run stops cleanly when it is spent).
@@ -222,7 +223,11 @@ def _video(stats: DataStats, model: dict, train: dict) -> dict:
     and two blocks of width 64 over time.
     """
     if stats.kind == "video_prediction":
-        model["patch_size"] = (4, "space-to-depth 4x4: the layers run on a 16x smaller grid")
+        p = DEFAULT_PATCH_SIZE
+        model["patch_size"] = (
+            p,
+            f"space-to-depth {p}x{p}: the layers run on a {p * p}x smaller grid",
+        )
         model["d_model"] = (
             32,
             "32 channels per pixel of the patch grid: convolutions over "

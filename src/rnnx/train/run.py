@@ -257,7 +257,9 @@ def video_head(cfg: RunConfig, task) -> dict[str, Any]:
     error if it is set for a task that has neither frames nor images to cut: image
     tasks take it through :func:`patch_scan_of`)."""
     if task.kind == "video_prediction":
-        return {"patch_size": cfg.model.patch_size or 4}
+        from rnnx.models.video import DEFAULT_PATCH_SIZE
+
+        return {"patch_size": cfg.model.patch_size or DEFAULT_PATCH_SIZE}
     if cfg.model.patch_size is not None and task.info.get("image_shape") is None:
         raise ValueError(
             f"--patch-size: only video prediction and image tasks cut their inputs into "
